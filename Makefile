@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Both create .venv if missing and install into it only when pyproject.toml changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PORT ?= 8080
+STAMP := $(VENV)/.installed
+BENCH_DIR := benchmarks/results
+
+.PHONY: setup run test bench bench-core clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# silero-vad carries the demo model's ONNX files; its own dependencies (torch) are not needed
+# to serve them, so it is installed without them.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[test,gpu]'
+	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m mlos_core --port $(PORT) --demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: bench-core
+
+bench-core: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_core.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/core.json -q
+	$(PY) -m benchmarks.report $(BENCH_DIR)/core.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

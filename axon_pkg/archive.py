@@ -1,0 +1,71 @@
+"""Safe unpacking of `.axon` archives (tar.gz).
+
+Refused outright: absolute paths, `..` components, symbolic and hard links, device and FIFO
+entries, and members that would land outside the destination. Extraction goes to a temporary
+sibling directory that is renamed into place only when complete, so an interrupted unpack
+never leaves a directory that looks like a package.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+
+class ArchiveError(ValueError):
+    pass
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    name = member.name
+    p = PurePosixPath(name)
+    if name.startswith(("/", "\\")) or p.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise ArchiveError(f"archive member {name!r} has an absolute path")
+    if ".." in p.parts:
+        raise ArchiveError(f"archive member {name!r} climbs out of the package with '..'")
+    if member.issym() or member.islnk():
+        raise ArchiveError(f"archive member {name!r} is a link; packages may not hold links")
+    if not (member.isfile() or member.isdir()):
+        raise ArchiveError(f"archive member {name!r} is a device, FIFO or other special file")
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract ``archive`` into ``dest`` (which must not exist) and return ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=dest.parent))
+    try:
+        try:
+            tar = tarfile.open(archive, "r:*")
+        except (tarfile.TarError, OSError) as e:
+            raise ArchiveError(f"{archive}: not a readable tar archive ({e})") from None
+        with tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m)
+            for m in members:
+                target = (tmp / m.name).resolve()
+                if tmp.resolve() not in target.parents and target != tmp.resolve():
+                    raise ArchiveError(f"archive member {m.name!r} leaves the destination")
+                if m.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(m)
+                with src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        root = _package_root(tmp)
+        os.replace(root, dest)
+        return dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _package_root(tmp: Path) -> Path:
+    """Archives made with a single top directory are unwrapped to it."""
+    entries = list(tmp.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and not (tmp / "manifest.yaml").exists():
+        return entries[0]
+    return tmp

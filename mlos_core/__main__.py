@@ -1,0 +1,99 @@
+"""``python -m mlos_core``: start the inference server."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .config import ConfigError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlos_core", description="MLOS core inference server")
+    p.add_argument("-p", "--port", "--http-port", dest="port", type=int, help="HTTP port (default 8080)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the server)")
+    p.add_argument("-s", "--socket", dest="socket_path", help="Unix socket serving the same API (default <data-dir>/mlos.sock)")
+    p.add_argument("-c", "--config", help="mlos-core.yaml (also MLOS_CONFIG)")
+    p.add_argument("--no-http", dest="http_enabled", action="store_const", const=False, help="do not serve TCP")
+    p.add_argument("--no-ipc", dest="ipc_enabled", action="store_const", const=False, help="do not serve the Unix socket")
+    p.add_argument("--no-grpc", action="store_true", help="accepted for compatibility; this core has no gRPC")
+    p.add_argument("--data-dir", help="registry and unpacked packages (default ~/.mlos)")
+    p.add_argument("--models-dir", help="model repository scanned at start (default /var/lib/mlos/models)")
+    p.add_argument("--load-on-start", choices=("lazy", "eager"), help="load registered models at start or on first use")
+    p.add_argument("--memory-budget-mb", type=float, help="memory for loaded models; LRU eviction past it (0: none)")
+    p.add_argument("--keep-alive", type=float, help="seconds an idle model stays loaded (-1 forever, 0 unload at once)")
+    p.add_argument("--max-queue", type=int, help="per model: requests waiting or running before 503")
+    p.add_argument("--max-batch-size", type=int, help="rows a dynamic batch may hold (1 disables batching)")
+    p.add_argument("--max-batch-delay-us", type=int, help="how long a batch may wait to fill (default 0)")
+    p.add_argument("--instances", type=int, help="concurrent executions per model")
+    p.add_argument("--intra-op-threads", type=int, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
+    p.add_argument("--demo", action="store_const", const=True, help="register the demo model (Silero VAD) at start")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--version", action="version", version=f"mlos-core {__version__}")
+    return p
+
+
+async def _serve(settings) -> None:
+    from .demo import register_demo
+    from .http.app import create_app
+
+    app = create_app(settings, on_started=register_demo if settings.demo else None)
+    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    await runner.setup()
+    where = []
+    if settings.http_enabled:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1] if settings.port == 0 else settings.port
+        where.append(f"http://{settings.host}:{port}")
+    if settings.ipc_enabled:
+        settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
+        if settings.ipc_path.is_socket():
+            settings.ipc_path.unlink()
+        await web.UnixSite(runner, str(settings.ipc_path)).start()
+        os.chmod(settings.ipc_path, 0o600)
+        where.append(f"unix:{settings.ipc_path}")
+    if not where:
+        raise ConfigError("both --no-http and --no-ipc given: nothing to serve on")
+    print(f"mlos-core {__version__} serving on {', '.join(where)}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "no_grpc") and v is not None}
+    try:
+        settings = load_settings(args.config, overrides)
+    except ConfigError as e:
+        print(f"mlos-core: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        asyncio.run(_serve(settings))
+    except ConfigError as e:
+        print(f"mlos-core: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"mlos-core: cannot serve: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The one configuration loader: defaults < ``mlos-core.yaml`` < environment < command line.
+
+Each setting is declared once in ``_FIELDS`` with its YAML path (the seeds' shape:
+``api.http.port``, ``api.ipc.socket_path``...), its environment variable and its type; the
+command line (``mlos_core.__main__``) passes what the user gave explicitly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    http_enabled: bool = True
+    ipc_enabled: bool = True
+    socket_path: str = ""  # empty: <data_dir>/mlos.sock
+    data_dir: str = "~/.mlos"
+    models_dir: str = "/var/lib/mlos/models"
+    load_on_start: str = "lazy"  # lazy | eager
+    load_on_register: bool = True
+    memory_budget_mb: float = 0.0  # 0: no budget
+    keep_alive: float = -1.0  # seconds a model stays loaded while idle; -1 forever, 0 unload after each use
+    max_queue: int = 256  # per model: requests waiting or running, in every state
+    max_batch_size: int = 32
+    max_batch_delay_us: int = 0
+    instances: int = 1  # concurrent executions per model
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    max_request_mb: float = 64.0
+    demo: bool = False
+    log_level: str = "info"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def ipc_path(self) -> Path:
+        return Path(self.socket_path).expanduser() if self.socket_path else self.data_path / "mlos.sock"
+
+
+# setting -> (YAML path, environment variable)
+_FIELDS: dict[str, tuple[str, str]] = {
+    "host": ("api.http.host", "MLOS_HOST"),
+    "port": ("api.http.port", "MLOS_HTTP_PORT"),
+    "http_enabled": ("api.http.enabled", "MLOS_HTTP_ENABLED"),
+    "ipc_enabled": ("api.ipc.enabled", "MLOS_IPC_ENABLED"),
+    "socket_path": ("api.ipc.socket_path", "MLOS_SOCKET"),
+    "max_request_mb": ("api.http.max_request_mb", "MLOS_MAX_REQUEST_MB"),
+    "data_dir": ("storage.data_dir", "MLOS_DATA_DIR"),
+    "models_dir": ("storage.model_repository", "MLOS_MODELS_DIR"),
+    "load_on_start": ("models.load_on_start", "MLOS_LOAD_ON_START"),
+    "load_on_register": ("models.load_on_register", "MLOS_LOAD_ON_REGISTER"),
+    "memory_budget_mb": ("models.memory_budget_mb", "MLOS_MEMORY_BUDGET_MB"),
+    "keep_alive": ("models.keep_alive", "MLOS_KEEP_ALIVE"),
+    "max_queue": ("models.max_queue", "MLOS_MAX_QUEUE"),
+    "max_batch_size": ("models.max_batch_size", "MLOS_MAX_BATCH_SIZE"),
+    "max_batch_delay_us": ("models.max_batch_delay_us", "MLOS_MAX_BATCH_DELAY_US"),
+    "instances": ("models.instances", "MLOS_INSTANCES"),
+    "intra_op_threads": ("models.intra_op_threads", "MLOS_INTRA_OP_THREADS"),
+    "inter_op_threads": ("models.inter_op_threads", "MLOS_INTER_OP_THREADS"),
+    "demo": ("demo", "MLOS_DEMO"),
+    "log_level": ("logging.level", "MLOS_LOG_LEVEL"),
+}
+CONFIG_ENV = "MLOS_CONFIG"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _convert(name: str, value: Any, kind: type) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind.__name__}") from None
+
+
+def _dig(doc: Mapping, dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _validate(s: Settings) -> Settings:
+    if not 0 <= s.port <= 65535:
+        raise ConfigError(f"port {s.port} is outside 0-65535")
+    if s.load_on_start not in ("lazy", "eager"):
+        raise ConfigError(f"models.load_on_start must be lazy or eager, not {s.load_on_start!r}")
+    for name in ("max_queue", "max_batch_size", "instances"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if s.memory_budget_mb < 0 or s.max_request_mb <= 0 or s.max_batch_delay_us < 0:
+        raise ConfigError("memory_budget_mb, max_batch_delay_us must be >= 0 and max_request_mb > 0")
+    if s.keep_alive < 0 and s.keep_alive != -1:
+        raise ConfigError("keep_alive is seconds >= 0, or -1 to keep models loaded forever")
+    return s
+
+
+def load_settings(
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    types = {f.name: type(f.default) for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(CONFIG_ENV)
+    if path:
+        try:
+            with open(Path(path).expanduser(), "rb") as f:
+                doc = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path}: not valid YAML: {e}") from None
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+        for name, (dotted, _) in _FIELDS.items():
+            value = _dig(doc, dotted)
+            if value is not None:
+                values[name] = _convert(dotted, value, types[name])
+    for name, (_, env) in _FIELDS.items():
+        if env in environ and environ[env] != "":
+            values[name] = _convert(env, environ[env], types[name])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            if name not in types:
+                raise ConfigError(f"unknown setting {name!r}")
+            values[name] = _convert(name, value, types[name])
+    return _validate(Settings(**values))

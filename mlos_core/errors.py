@@ -1,0 +1,75 @@
+"""The one error family of the core.
+
+Every failure a client can cause or observe is an ``MLOSError`` subclass carrying its
+HTTP status. Transports turn them into responses in exactly one place
+(``mlos_core.http.errors``); nothing else decides a status code.
+"""
+from __future__ import annotations
+
+
+class MLOSError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, model_id: str | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.model_id = model_id
+        self.retry_after = retry_after
+
+
+class BadRequest(MLOSError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidTensor(BadRequest):
+    """A tensor's name, dtype or shape does not match what the model declares."""
+
+    code = "invalid_tensor"
+
+
+class ModelNotFound(MLOSError):
+    status = 404
+    code = "model_not_found"
+
+
+class NotFound(MLOSError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(MLOSError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(MLOSError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnprocessableModel(MLOSError):
+    """The model file exists but cannot be loaded (corrupt, unknown format, load error)."""
+
+    status = 422
+    code = "model_load_failed"
+
+
+class ModelUnavailable(MLOSError):
+    """The model exists but cannot serve now: it failed to load, or no memory is left for it."""
+
+    status = 503
+    code = "model_unavailable"
+
+
+class QueueFull(MLOSError):
+    status = 503
+    code = "queue_full"
+
+
+class InferenceFailed(MLOSError):
+    """The runtime refused the inputs at run time (e.g. a shape the graph cannot compute)."""
+
+    status = 400
+    code = "inference_failed"

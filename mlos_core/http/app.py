@@ -1,0 +1,52 @@
+"""Assembles the aiohttp application: the data plane and the three route modules."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..config import Settings
+from ..dataplane import DataPlane
+from ..metrics import Metrics
+from ..registry import Registry
+from .common import error_middleware
+from .mlos_api import MlosApi
+from .ops_api import OpsApi
+from .v2_api import V2Api
+
+log = logging.getLogger(__name__)
+PLANE = web.AppKey("plane", DataPlane)
+
+
+def create_app(settings: Settings, on_started=None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=int(settings.max_request_mb * 2**20))
+    holder: dict = {}
+    metrics = Metrics(lambda: holder["plane"].model_rows() if "plane" in holder else [])
+    registry = Registry(settings, metrics)
+    plane = DataPlane(registry, metrics)
+    holder["plane"] = plane
+    app[PLANE] = plane
+
+    mlos, v2, ops = MlosApi(plane), V2Api(plane), OpsApi(plane, metrics)
+    app.add_routes(ops.routes())
+    app.add_routes([
+        web.get("/models", mlos.list_models),
+        web.get("/v1/models", mlos.list_models_v1),
+        web.get("/stats", mlos.stats),
+        web.get("/v1/stats", mlos.stats),
+        web.get("/plugins", mlos.plugins),
+        web.get("/v1/plugins", mlos.plugins),
+    ])
+    app.add_routes(mlos.routes("/v1"))
+    app.add_routes(mlos.routes(""))
+    app.add_routes(v2.routes())
+
+    async def lifecycle(app: web.Application):
+        await registry.start()
+        if on_started is not None:
+            await on_started(plane)
+        yield
+        await registry.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,104 @@
+"""What every route module shares: JSON in and out, the one error shape, model descriptions."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..errors import BadRequest, MLOSError, PayloadTooLarge
+from ..registry import ModelEntry
+from ..tensors import v2_datatype
+
+log = logging.getLogger(__name__)
+_DUMP_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(obj, option=_DUMP_OPTS), status=status,
+                        content_type="application/json", headers=headers)
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:
+        raise PayloadTooLarge(f"request body over the limit of {e.max_size} bytes") from None
+    if not body:
+        if required:
+            raise BadRequest("request body is empty; expected a JSON object")
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"malformed JSON: {e}") from None
+
+
+def require_object(doc: Any, what: str = "request body") -> dict:
+    if not isinstance(doc, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return doc
+
+
+def error_body(status: int, code: str, message: str, model_id: str | None = None) -> dict:
+    """The one error shape: MLOS clients read status/message, Open Inference clients read error."""
+    body = {"status": "error", "error": message, "message": message, "code": code}
+    if model_id:
+        body["model_id"] = model_id
+    return body
+
+
+def error_response(e: MLOSError) -> web.Response:
+    headers = {"Retry-After": str(max(1, int(round(e.retry_after or 1))))} if e.status == 503 else None
+    return json_response(error_body(e.status, e.code, e.message, e.model_id), e.status, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except MLOSError as e:
+        return error_response(e)
+    except web.HTTPRequestEntityTooLarge as e:
+        return error_response(PayloadTooLarge(f"request body over the limit of {e.max_size} bytes"))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = {404: f"no route for {request.method} {request.path}",
+                   405: f"method {request.method} is not allowed on {request.path}"}.get(e.status, e.reason)
+        return json_response(error_body(e.status, e.reason.lower().replace(" ", "_"), message), e.status)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response(error_body(500, "internal_error", "internal server error; see the server log"), 500)
+
+
+def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
+    r = entry.record
+    out = {
+        "id": r.id,
+        "name": r.name,
+        "plugin_id": r.plugin_id,
+        "status": entry.state.value,
+        "framework": r.framework,
+        "path": r.path,
+        "format": r.format,
+        "execution_format": r.execution_format,
+        "description": r.description,
+        "manifest_path": r.manifest_path,
+        "registered_at": int(r.registered_at),
+        "memory_bytes": entry.memory_bytes,
+        "options": r.options,
+    }
+    if entry.error:
+        out["error"] = entry.error
+    if with_io and entry.model is not None:
+        meta = entry.model.metadata
+        out["inputs"] = [_tensor(t) for t in meta.inputs]
+        out["outputs"] = [_tensor(t) for t in meta.outputs]
+        out["batchable"] = meta.batchable
+    return out
+
+
+def _tensor(t) -> dict:
+    return {"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)}

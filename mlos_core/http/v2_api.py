@@ -1,0 +1,131 @@
+"""The Open Inference Protocol (KServe v2) core, as Triton and MLServer speak it.
+
+Model names in paths are full ids, URL-encoded (``hf%2Fdistilgpt2%40latest``), or a name
+whose version comes from ``/versions/{v}``.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import __version__
+from ..dataplane import DataPlane
+from ..errors import BadRequest, InvalidTensor
+from ..smi import ModelMetadata
+from ..tensors import decode_v2_tensor, encode_v2_tensor, v2_datatype
+from .common import json_response, read_json, require_object
+
+EXTENSIONS = ["model_repository", "statistics"]
+
+
+def _decoder(inputs: list):
+    def decode(meta: ModelMetadata):
+        out = {}
+        for obj in inputs:
+            name, arr = decode_v2_tensor(obj)
+            if name in out:
+                raise InvalidTensor(f"input {name!r} given twice")
+            out[name] = arr
+        return out
+
+    return decode
+
+
+def _requested_outputs(body: dict) -> list[str] | None:
+    outputs = body.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    return [o["name"] for o in outputs] or None
+
+
+class V2Api:
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
+
+    def routes(self) -> list[web.RouteDef]:
+        m = "/v2/models/{name:.+}"
+        return [
+            web.get("/v2", self.server_metadata),
+            web.get("/v2/health/live", self.live),
+            web.get("/v2/health/ready", self.ready),
+            web.post("/v2/repository/index", self.repository_index),
+            web.post("/v2/repository/models/{name:.+}/load", self.load),
+            web.post("/v2/repository/models/{name:.+}/unload", self.unload),
+            web.get(m + "/versions/{version}/ready", self.model_ready),
+            web.post(m + "/versions/{version}/infer", self.infer),
+            web.get(m + "/versions/{version}", self.model_metadata),
+            web.get(m + "/ready", self.model_ready),
+            web.post(m + "/infer", self.infer),
+            web.get(m, self.model_metadata),
+        ]
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        return json_response({"name": "mlos-core", "version": __version__, "extensions": EXTENSIONS})
+
+    async def live(self, request: web.Request) -> web.Response:
+        return json_response({"live": True})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        # Ready when serving: no model is still loading or starting up.
+        loading = [e.id for e in self.plane.registry.entries() if e.state.value == "loading"]
+        ok = not loading
+        return json_response({"ready": ok, **({"loading": loading} if loading else {})}, status=200 if ok else 503)
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        entry = self.plane.registry.lookup(request.match_info["name"], request.match_info.get("version"))
+        ok = entry.state.value == "ready"
+        return json_response({"name": entry.id, "ready": ok, "state": entry.state.value}, status=200 if ok else 400)
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        entry, meta = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
+        version = entry.id.rsplit("@", 1)[1] if "@" in entry.id else "1"
+        return json_response({
+            "name": entry.id,
+            "versions": [version],
+            "platform": meta.platform,
+            "inputs": [{"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)} for t in meta.inputs],
+            "outputs": [{"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)} for t in meta.outputs],
+        })
+
+    async def infer(self, request: web.Request) -> web.Response:
+        body = require_object(await read_json(request))
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise BadRequest("'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")
+        outputs = _requested_outputs(body)
+        result = await self.plane.infer(
+            request.match_info["name"], _decoder(inputs), version=request.match_info.get("version"),
+            outputs=outputs, api="v2",
+        )
+        answer = {
+            "model_name": result.model_id,
+            "model_version": result.version,
+            "outputs": [encode_v2_tensor(k, v) for k, v in result.outputs.items()],
+        }
+        if "id" in body:
+            answer["id"] = body["id"]
+        return json_response(answer)
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        body = await read_json(request, required=False)
+        ready_only = bool(body.get("ready")) if isinstance(body, dict) else False
+        out = []
+        for e in self.plane.registry.entries():
+            if ready_only and e.state.value != "ready":
+                continue
+            row = {"name": e.id, "version": e.id.rsplit("@", 1)[1] if "@" in e.id else "1", "state": e.state.value.upper()}
+            if e.error:
+                row["reason"] = e.error
+            out.append(row)
+        return json_response(out)
+
+    async def load(self, request: web.Request) -> web.Response:
+        await read_json(request, required=False)
+        await self.plane.registry.load(request.match_info["name"])
+        return json_response({})
+
+    async def unload(self, request: web.Request) -> web.Response:
+        await read_json(request, required=False)
+        await self.plane.registry.unload(request.match_info["name"])
+        return json_response({})

@@ -1,0 +1,3 @@
+from .registry import ModelEntry, RegisterSpec, Registry, State, validate_model_id, validate_options
+
+__all__ = ["ModelEntry", "RegisterSpec", "Registry", "State", "validate_model_id", "validate_options"]

@@ -1,0 +1,443 @@
+"""The model registry: what is registered, in which state, and what is loaded.
+
+States: ``registered`` (known, loads on first use), ``loading``, ``ready``, ``failed`` (the
+reason is kept and persisted), ``evicted`` (unloaded by the memory budget or keep-alive; loads
+again on next use) and ``unloaded`` (unloaded by a client; loads again only when asked).
+
+The registry only registers, loads and unloads. It never unloads a model with requests in
+flight: a request holds the model from ``use()`` until its answer, and eviction and keep-alive
+check that count and detach the model with no ``await`` in between.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from ..config import Settings
+from ..errors import BadRequest, Conflict, MLOSError, ModelNotFound, ModelUnavailable, QueueFull, UnprocessableModel
+from ..plugins import plugin_for
+from ..scheduler import ModelScheduler
+from ..smi import LoadOptions, Model, ModelSource
+from ..sources import resolve
+from .store import ModelRecord, RegistryStore
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*(@[A-Za-z0-9._\-+]+)?$")
+_MAX_ID = 256
+
+
+class State(str, enum.Enum):
+    REGISTERED = "registered"
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    EVICTED = "evicted"
+    UNLOADED = "unloaded"
+
+
+# Per-model options a register request may set, with their types and lower bounds.
+_OPTIONS: dict[str, tuple[type, float]] = {
+    "keep_alive": (float, -1),
+    "max_queue": (int, 1),
+    "max_batch_size": (int, 1),
+    "max_batch_delay_us": (int, 0),
+    "instances": (int, 1),
+    "intra_op_threads": (int, 0),
+    "inter_op_threads": (int, 0),
+}
+
+
+def validate_model_id(model_id: Any) -> str:
+    if not isinstance(model_id, str) or not model_id:
+        raise BadRequest("model_id is required: a string like 'namespace/name@version'")
+    if len(model_id) > _MAX_ID or not _ID.match(model_id):
+        raise BadRequest(
+            f"invalid model_id {model_id[:80]!r}: use letters, digits, '.', '_', '-', '/' between "
+            "name parts, and one optional '@version' (e.g. 'hf/distilgpt2@latest')"
+        )
+    return model_id
+
+
+def validate_options(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise BadRequest("options must be an object")
+    out = {}
+    for key, value in options.items():
+        if key not in _OPTIONS:
+            raise BadRequest(f"unknown option {key!r}; known options: {', '.join(_OPTIONS)}")
+        kind, low = _OPTIONS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+            raise BadRequest(f"option {key} must be a number >= {low}")
+        if kind is int and value != int(value):
+            raise BadRequest(f"option {key} must be an integer")
+        if key == "keep_alive" and value < 0 and value != -1:
+            raise BadRequest("keep_alive is seconds >= 0, or -1 to keep the model loaded")
+        out[key] = kind(value)
+    return out
+
+
+@dataclass
+class RegisterSpec:
+    model_id: str
+    path: str
+    plugin_id: str | None = None
+    framework: str = ""
+    execution_format: str = ""
+    name: str = ""
+    description: str = ""
+    manifest_path: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelEntry:
+    def __init__(self, record: ModelRecord, state: State = State.REGISTERED, error: str | None = None):
+        self.record = record
+        self.state = state
+        self.error = error
+        self.source: ModelSource | None = None
+        self.model: Model | None = None
+        self.scheduler: ModelScheduler | None = None
+        self.memory_bytes = 0
+        self.pending = 0
+        self.last_used = time.monotonic()
+        self.lock = asyncio.Lock()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.removed = False
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def option(self, name: str, settings: Settings):
+        return self.record.options.get(name, getattr(settings, name))
+
+
+class Registry:
+    def __init__(self, settings: Settings, metrics=None):
+        self.settings = settings
+        self.metrics = metrics
+        self._entries: dict[str, ModelEntry] = {}
+        self._store = RegistryStore(settings.data_path / "registry.db")
+        self._packages = settings.data_path / "packages"
+        # Model inference threads; loads get their own pool so a slow load never blocks serving.
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlos-infer")
+        self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlos-load")
+        self._budget_lock = asyncio.Lock()
+        self._reaper: asyncio.Task | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        for record, state, error in await asyncio.to_thread(self._store.load_all):
+            kept = State(state) if state in (State.FAILED, State.UNLOADED) else State.REGISTERED
+            self._entries[record.id] = ModelEntry(record, kept, error if kept == State.FAILED else None)
+        await self.scan_repository()
+        if self.settings.load_on_start == "eager":
+            for entry in list(self._entries.values()):
+                if entry.state == State.REGISTERED:
+                    asyncio.get_running_loop().create_task(self._load_quietly(entry))
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for entry in list(self._entries.values()):
+            if entry.model is not None:
+                await self._unload(entry, State.REGISTERED, persist=False)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._load_executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._store.close)
+
+    async def _load_quietly(self, entry: ModelEntry) -> None:
+        with contextlib.suppress(MLOSError):
+            await self.ensure_loaded(entry)
+
+    async def scan_repository(self) -> list[str]:
+        """Register ``<ns>/<name...>/<version>/manifest.yaml`` packages of the models directory."""
+        root = Path(self.settings.models_dir).expanduser()
+        if not root.is_dir():
+            return []
+        found = []
+        for manifest in sorted(root.rglob("manifest.yaml")):
+            parts = manifest.parent.relative_to(root).parts
+            if len(parts) < 3:
+                continue
+            model_id = "/".join(parts[:-1]) + "@" + parts[-1]
+            if model_id in self._entries or not _ID.match(model_id):
+                continue
+            try:
+                await self.register(RegisterSpec(model_id, str(manifest.parent)), load=False)
+                found.append(model_id)
+            except MLOSError as e:
+                log.warning("models directory: %s not registered: %s", model_id, e.message)
+        return found
+
+    # ---- lookup ----------------------------------------------------------------------------
+    def lookup(self, name: str, version: str | None = None) -> ModelEntry:
+        """Find a model by full id, or by name with '@version', '@latest' or a single version."""
+        key = f"{name}@{version}" if version else name
+        entry = self._entries.get(key)
+        if entry is None and not version and "@" not in name:
+            entry = self._entries.get(f"{name}@latest")
+            if entry is None:
+                versions = [e for k, e in self._entries.items() if k.startswith(name + "@")]
+                if len(versions) == 1:
+                    entry = versions[0]
+        if entry is None:
+            raise ModelNotFound(f"model {key!r} is not registered", model_id=key)
+        return entry
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._entries.values())
+
+    def used_bytes(self) -> int:
+        return sum(e.memory_bytes for e in self._entries.values() if e.model is not None)
+
+    # ---- register / unregister ---------------------------------------------------------------
+    async def register(self, spec: RegisterSpec, load: bool | None = None) -> tuple[ModelEntry, bool]:
+        """Register (and by default load) a model. Returns the entry and whether it is new."""
+        validate_model_id(spec.model_id)
+        if not isinstance(spec.path, str) or not spec.path:
+            raise BadRequest("path (or model_path) is required: a model file, a model directory or an .axon package")
+        path = str(Path(spec.path).expanduser().resolve())
+        existing = self._entries.get(spec.model_id)
+        if existing is not None and existing.record.path != path:
+            raise Conflict(
+                f"model {spec.model_id} is already registered from {existing.record.path}; "
+                "unregister it first (DELETE /v1/models/{id})",
+                model_id=spec.model_id,
+            )
+        source = None
+        if existing is None:
+            source = await asyncio.to_thread(resolve, path, self._packages)
+            plugin = plugin_for(source.format, spec.plugin_id)
+            existing = self._entries.get(spec.model_id)  # a concurrent register may have won
+            if existing is not None and existing.record.path != path:
+                raise Conflict(f"model {spec.model_id} is already registered from {existing.record.path}",
+                               model_id=spec.model_id)
+        created = existing is None
+        if created:
+            record = ModelRecord(
+                id=spec.model_id, path=path, format=source.format, plugin_id=plugin.id,
+                name=spec.name or spec.model_id.split("@")[0].rsplit("/", 1)[-1],
+                description=spec.description, framework=spec.framework or _framework(source),
+                execution_format=spec.execution_format or source.format,
+                manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
+                options=spec.options,
+            )
+            entry = ModelEntry(record)
+            entry.source = source
+            self._entries[spec.model_id] = entry
+            await asyncio.to_thread(self._store.upsert, record, entry.state.value)
+        else:
+            entry = existing
+        if load if load is not None else self.settings.load_on_register:
+            await self.ensure_loaded(entry, explicit=True)
+        return entry, created
+
+    async def unregister(self, model_id: str, drain_timeout: float = 30.0) -> ModelEntry:
+        entry = self._entries.pop(model_id, None)
+        if entry is None:
+            raise ModelNotFound(f"model {model_id!r} is not registered", model_id=model_id)
+        entry.removed = True
+        try:
+            await asyncio.wait_for(entry.idle.wait(), drain_timeout)
+        except asyncio.TimeoutError:
+            log.warning("unregister %s: requests still in flight after %.0fs", model_id, drain_timeout)
+        async with entry.lock:
+            if entry.model is not None:
+                await self._unload(entry, State.UNLOADED, persist=False)
+        await asyncio.to_thread(self._store.delete, model_id)
+        return entry
+
+    # ---- load / unload ---------------------------------------------------------------------
+    async def ensure_loaded(self, entry: ModelEntry, explicit: bool = False) -> None:
+        if entry.state == State.READY:
+            return
+        async with entry.lock:
+            if entry.state == State.READY:
+                return
+            if entry.removed:
+                raise ModelNotFound(f"model {entry.id!r} was unregistered", model_id=entry.id)
+            if entry.state == State.FAILED and not explicit:
+                raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id)
+            if entry.state == State.UNLOADED and not explicit:
+                raise ModelUnavailable(
+                    f"model {entry.id} was unloaded; load it again (POST /v2/repository/models/{{id}}/load)",
+                    model_id=entry.id,
+                )
+            try:
+                await self._load(entry)
+            except ModelUnavailable as e:
+                if explicit and entry.state == State.FAILED:
+                    # the caller asked for this load: its file is at fault, not the server's state
+                    raise UnprocessableModel(e.message, model_id=entry.id) from None
+                raise
+
+    async def _load(self, entry: ModelEntry) -> None:
+        previous = entry.state
+        entry.state = State.LOADING
+        try:
+            source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
+            plugin = plugin_for(source.format, entry.record.plugin_id)
+            options = LoadOptions(
+                intra_op_threads=entry.option("intra_op_threads", self.settings),
+                inter_op_threads=entry.option("inter_op_threads", self.settings),
+            )
+            loop = asyncio.get_running_loop()
+            if self.settings.memory_budget_mb > 0:
+                async with self._budget_lock:
+                    await self._make_room(entry, _estimate_bytes(source))
+                    model = await loop.run_in_executor(self._load_executor, plugin.load, source, options)
+            else:
+                model = await loop.run_in_executor(self._load_executor, plugin.load, source, options)
+        except ModelUnavailable:
+            entry.state = previous if previous != State.LOADING else State.REGISTERED
+            raise
+        except MLOSError as e:
+            entry.state, entry.error = State.FAILED, e.message
+            await asyncio.to_thread(self._store.set_state, entry.id, State.FAILED.value, e.message)
+            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from None
+        except Exception as e:
+            log.exception("loading %s", entry.id)
+            entry.state, entry.error = State.FAILED, f"{type(e).__name__}: {e}"[:500]
+            await asyncio.to_thread(self._store.set_state, entry.id, State.FAILED.value, entry.error)
+            raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id) from None
+        entry.source = source
+        entry.model = model
+        entry.memory_bytes = model.memory_bytes()
+        hook = self.metrics.execution_hook(entry.id) if self.metrics else None
+        entry.scheduler = ModelScheduler(
+            model, self.executor,
+            max_batch_size=entry.option("max_batch_size", self.settings),
+            max_batch_delay_s=entry.option("max_batch_delay_us", self.settings) / 1e6,
+            instances=entry.option("instances", self.settings),
+            on_execution=hook,
+        )
+        entry.error = None
+        entry.state = State.READY
+        entry.last_used = time.monotonic()
+        await asyncio.to_thread(self._store.set_state, entry.id, State.READY.value, None)
+        log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
+
+    async def load(self, model_id: str) -> ModelEntry:
+        entry = self.lookup(model_id)
+        await self.ensure_loaded(entry, explicit=True)
+        return entry
+
+    async def unload(self, model_id: str) -> ModelEntry:
+        entry = self.lookup(model_id)
+        await entry.idle.wait()
+        async with entry.lock:
+            if entry.model is not None:
+                await self._unload(entry, State.UNLOADED)
+            elif entry.state != State.FAILED:
+                entry.state = State.UNLOADED
+                await asyncio.to_thread(self._store.set_state, entry.id, State.UNLOADED.value, None)
+        return entry
+
+    def _detach(self, entry: ModelEntry, state: State):
+        """Synchronously take the model away from new requests; the caller awaits the cleanup."""
+        model, scheduler = entry.model, entry.scheduler
+        entry.model = entry.scheduler = None
+        entry.memory_bytes = 0
+        entry.state = state
+        return model, scheduler
+
+    async def _unload(self, entry: ModelEntry, state: State, persist: bool = True) -> None:
+        model, scheduler = self._detach(entry, state)
+        await self._release(entry, model, scheduler, persist)
+
+    async def _release(self, entry, model, scheduler, persist=True) -> None:
+        if scheduler is not None:
+            await scheduler.close()
+        if model is not None:
+            await asyncio.get_running_loop().run_in_executor(self._load_executor, model.unload)
+        if persist and not entry.removed:
+            await asyncio.to_thread(self._store.set_state, entry.id, entry.state.value, None)
+        log.info("unloaded %s (%s)", entry.id, entry.state.value)
+
+    async def _make_room(self, loading: ModelEntry, need: int) -> None:
+        budget = int(self.settings.memory_budget_mb * 1024 * 1024)
+        if need > budget:
+            raise ModelUnavailable(
+                f"model {loading.id} needs {need / 2**20:.1f} MiB, more than the whole memory budget "
+                f"of {budget / 2**20:.1f} MiB", model_id=loading.id,
+            )
+        while self.used_bytes() + need > budget:
+            idle = [e for e in self._entries.values()
+                    if e is not loading and e.model is not None and e.pending == 0 and e.state == State.READY]
+            if not idle:
+                raise ModelUnavailable(
+                    f"model {loading.id} needs {need / 2**20:.1f} MiB; {self.used_bytes() / 2**20:.1f} of "
+                    f"{budget / 2**20:.1f} MiB are held by models serving requests", model_id=loading.id,
+                    retry_after=1,
+                )
+            victim = min(idle, key=lambda e: e.last_used)
+            model, scheduler = self._detach(victim, State.EVICTED)
+            log.info("evicting %s (least recently used) to load %s", victim.id, loading.id)
+            await self._release(victim, model, scheduler)
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for entry in list(self._entries.values()):
+                keep = entry.option("keep_alive", self.settings)
+                if keep < 0 or entry.model is None or entry.pending or entry.state != State.READY:
+                    continue
+                if now - entry.last_used >= keep and not entry.lock.locked():
+                    model, scheduler = self._detach(entry, State.EVICTED)
+                    await self._release(entry, model, scheduler)
+
+    # ---- serving ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, name: str, version: str | None = None) -> AsyncIterator[ModelEntry]:
+        """Hold a loaded model for one request; loads it on demand, bounded by ``max_queue``."""
+        entry = self.lookup(name, version)
+        limit = entry.option("max_queue", self.settings)
+        if entry.pending >= limit:
+            raise QueueFull(
+                f"model {entry.id} has {entry.pending} requests waiting or running (limit {limit})",
+                model_id=entry.id, retry_after=1,
+            )
+        entry.pending += 1
+        entry.idle.clear()
+        try:
+            if entry.state != State.READY:
+                await self.ensure_loaded(entry)
+            yield entry
+        finally:
+            entry.pending -= 1
+            entry.last_used = time.monotonic()
+            if entry.pending == 0:
+                entry.idle.set()
+
+
+def _estimate_bytes(source: ModelSource) -> int:
+    p = source.model_path
+    if p.is_file():
+        total = p.stat().st_size
+        for sib in p.parent.glob(p.name + "*"):
+            if sib != p and sib.name.endswith(("_data", ".data")):
+                total += sib.stat().st_size
+        return total
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _framework(source: ModelSource) -> str:
+    fw = ((source.manifest or {}).get("spec") or {}).get("framework") or {}
+    return str(fw.get("name") or {"onnx": "ONNX", "gguf": "GGUF", "safetensors": "SafeTensors"}[source.format])

@@ -1,0 +1,184 @@
+"""The one tensor conversion: protocol datatypes, JSON data and numpy arrays.
+
+Every transport decodes request tensors and encodes response tensors through these
+functions, and ``validate_inputs`` is the single check of a request against a model's schema.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InvalidTensor
+from .smi import ModelMetadata, TensorSpec
+
+_V2_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+_NUMPY_TO_V2 = {v: k for k, v in _V2_TO_NUMPY.items()}
+_MAX_ELEMENTS = 1 << 31
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    dtype = np.dtype(dtype)
+    if dtype.kind in ("U", "S", "O"):
+        return "BYTES"
+    try:
+        return _NUMPY_TO_V2[dtype]
+    except KeyError:
+        raise InvalidTensor(f"dtype {dtype} has no Open Inference Protocol datatype") from None
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    try:
+        return _V2_TO_NUMPY[datatype]
+    except (KeyError, TypeError):
+        raise InvalidTensor(
+            f"unknown datatype {datatype!r}; expected one of {', '.join(_V2_TO_NUMPY)}"
+        ) from None
+
+
+def shape_str(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidTensor(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    count = 1
+    for d in shape:
+        count *= d
+        if count > _MAX_ELEMENTS:
+            raise InvalidTensor(f"tensor {name!r}: shape {shape_str(shape)} is too large")
+    return tuple(shape)
+
+
+def _as_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.object_:
+        arr = np.asarray(data, dtype=object)
+        flat = arr.reshape(-1)
+        for i, v in enumerate(flat):
+            if isinstance(v, str):
+                flat[i] = v.encode("utf-8")
+            elif not isinstance(v, bytes):
+                raise InvalidTensor(f"tensor {name!r}: BYTES elements must be strings, got {type(v).__name__}")
+        return arr
+    try:
+        arr = np.asarray(data)
+    except ValueError:
+        raise InvalidTensor(f"tensor {name!r}: data is a ragged nested list") from None
+    if arr.dtype == np.object_ or arr.dtype.kind in ("U", "S"):
+        raise InvalidTensor(f"tensor {name!r}: data must be numbers for {v2_datatype(dtype)}")
+    if arr.dtype.kind == "f" and dtype.kind in ("i", "u", "b"):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InvalidTensor(f"tensor {name!r}: {v2_datatype(dtype)} expects integers, got decimals")
+    if arr.dtype.kind in ("i", "u", "f") and dtype.kind == "b":
+        if not np.all((arr == 0) | (arr == 1)):
+            raise InvalidTensor(f"tensor {name!r}: BOOL expects true/false")
+    if dtype.kind in ("i", "u") and arr.size:
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InvalidTensor(f"tensor {name!r}: values out of range for {v2_datatype(dtype)}")
+    return arr.astype(dtype, copy=False)
+
+
+def decode_v2_tensor(obj: Any) -> tuple[str, np.ndarray]:
+    """A JSON ``{name, shape, datatype, data}`` tensor of the Open Inference Protocol."""
+    if not isinstance(obj, dict):
+        raise InvalidTensor("each input must be an object with name, shape, datatype and data")
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidTensor("input without a 'name'")
+    for key in ("shape", "datatype", "data"):
+        if key not in obj:
+            raise InvalidTensor(f"input {name!r} has no {key!r}")
+    shape = _check_shape(name, obj["shape"])
+    dtype = numpy_dtype(obj["datatype"])
+    arr = _as_array(name, obj["data"], dtype)
+    expected = int(np.prod(shape, dtype=np.int64))
+    if arr.size != expected:
+        raise InvalidTensor(
+            f"tensor {name!r}: shape {shape_str(shape)} needs {expected} elements, data has {arr.size}"
+        )
+    return name, arr.reshape(shape)
+
+
+def decode_flat_tensor(name: str, value: Any, spec: TensorSpec | None) -> np.ndarray:
+    """A tensor of the MLOS API: nested JSON lists, typed by the model's schema when known.
+
+    Without a schema, JSON integers become INT64 and decimals FP32 (the seeds' rule). A value of
+    lower rank than the model declares gets leading 1-dims, so ``[101, 2023]`` feeds a
+    ``[batch, sequence]`` input.
+    """
+    if spec is not None:
+        arr = _as_array(name, value, spec.dtype)
+        if 0 <= arr.ndim < spec.rank:
+            arr = arr.reshape((1,) * (spec.rank - arr.ndim) + arr.shape)
+        return arr
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise InvalidTensor(f"tensor {name!r}: data is a ragged nested list") from None
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32)
+    if arr.dtype.kind in ("i", "u"):
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "b":
+        return arr
+    raise InvalidTensor(f"tensor {name!r}: data must be numbers or booleans")
+
+
+def validate_inputs(inputs: Mapping[str, np.ndarray], metadata: ModelMetadata) -> None:
+    """Refuse a request that does not match the model's io schema, saying what it expects."""
+    declared = {t.name for t in metadata.inputs}
+    unknown = [n for n in inputs if n not in declared]
+    if unknown:
+        raise InvalidTensor(
+            f"unknown input {', '.join(map(repr, unknown))}; the model's inputs are "
+            + ", ".join(_describe(t) for t in metadata.inputs)
+        )
+    missing = [t for t in metadata.inputs if t.name not in inputs]
+    if missing:
+        raise InvalidTensor("missing input " + ", ".join(_describe(t) for t in missing))
+    for spec in metadata.inputs:
+        arr = inputs[spec.name]
+        if arr.dtype != spec.dtype and not (spec.dtype == np.object_ and arr.dtype.kind in ("O", "S", "U")):
+            raise InvalidTensor(
+                f"input {spec.name!r} expects {v2_datatype(spec.dtype)}, got {v2_datatype(arr.dtype)}"
+            )
+        if arr.ndim != spec.rank or any(d != -1 and d != a for d, a in zip(spec.shape, arr.shape)):
+            raise InvalidTensor(
+                f"input {spec.name!r} expects shape {shape_str(spec.shape)}, got {shape_str(arr.shape)}"
+            )
+
+
+def _describe(t: TensorSpec) -> str:
+    return f"{t.name!r} ({v2_datatype(t.dtype)} {shape_str(t.shape)})"
+
+
+def encode_json_data(arr: np.ndarray) -> Any:
+    """Flat row-major data for a JSON body; numeric arrays stay numpy for orjson to write."""
+    flat = arr.reshape(-1)
+    if flat.dtype.kind in ("O", "S", "U"):
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat.tolist()]
+    if not flat.flags.c_contiguous:
+        flat = np.ascontiguousarray(flat)
+    return flat
+
+
+def encode_v2_tensor(name: str, arr: np.ndarray) -> dict:
+    return {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape), "data": encode_json_data(arr)}

@@ -1,0 +1,182 @@
+"""Fixtures shared by every test package: generated models, an in-process app, and a real
+``python -m mlos_core`` subprocess on a free port."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from onnx import TensorProto
+
+from mlos_core.config import load_settings
+from mlos_core.demo import silero_vad_path
+from mlos_core.http.app import create_app
+
+from . import onnx_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Models:
+    """Paths of the generated test models (and the MatMul weights for reference results)."""
+
+    dir: Path
+    matmul: Path
+    matmul_w: object
+    fp16: Path
+    int64: Path
+    int32: Path
+    bool_: Path
+    string: Path
+    tokens: Path
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> Models:
+    d = tmp_path_factory.mktemp("models")
+    mm, w = onnx_models.matmul(d / "matmul.onnx")
+    return Models(
+        dir=d, matmul=mm, matmul_w=w,
+        fp16=onnx_models.add_one(d / "fp16.onnx", TensorProto.FLOAT16),
+        int64=onnx_models.add_one(d / "int64.onnx", TensorProto.INT64, ("batch", "n")),
+        int32=onnx_models.add_one(d / "int32.onnx", TensorProto.INT32),
+        bool_=onnx_models.logical_not(d / "not.onnx"),
+        string=onnx_models.string_identity(d / "strings.onnx"),
+        tokens=onnx_models.token_model(d / "tokens.onnx"),
+    )
+
+
+@pytest.fixture(scope="session")
+def silero() -> Path:
+    path = silero_vad_path()
+    if path is None:
+        pytest.skip("the silero-vad wheel is not installed (make test installs it)")
+    return path
+
+
+def make_settings(tmp_path: Path, **overrides):
+    base = {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "repo"), "ipc_enabled": False}
+    base.update(overrides)
+    return load_settings(None, base, environ={})
+
+
+@pytest.fixture
+def app_factory(tmp_path, aiohttp_client):
+    """``await app_factory(**settings)`` gives an aiohttp test client of an in-process core."""
+
+    async def factory(**overrides):
+        return await aiohttp_client(create_app(make_settings(tmp_path, **overrides)))
+
+    return factory
+
+
+@pytest.fixture
+def serving(app_factory):
+    """``client = await serving({"test/matmul@1": models.matmul}, **settings)``: an in-process
+    core with those models registered (and loaded)."""
+
+    async def start(to_register: dict | None = None, **overrides):
+        client = await app_factory(**overrides)
+        for model_id, path in (to_register or {}).items():
+            r = await client.post("/v1/models/register", json={"model_id": model_id, "path": str(path)})
+            assert r.status == 200, await r.text()
+        return client
+
+    return start
+
+
+# ---- a real core subprocess ----------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body=None, headers: dict | None = None, raw: bytes | None = None, timeout=30):
+    """A plain HTTP call: returns (status, headers, parsed JSON or text)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, hdrs, payload = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, payload = e.code, dict(e.headers), e.read()
+    ctype = hdrs.get("Content-Type", "")
+    return status, hdrs, (json.loads(payload) if "json" in ctype else payload.decode())
+
+
+class CoreProcess:
+    def __init__(self, data_dir: Path, *args: str, env: dict | None = None, port: int | None = None,
+                 port_flag: bool = True):
+        """``port_flag=False`` passes no ``--port``: the port then comes from the config file or
+        the environment, and ``port`` says where to expect the server."""
+        self.data_dir = data_dir
+        self.args = args
+        self.env = env or {}
+        self.port = port or free_port()
+        self.port_flag = port_flag
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"core-{self.port}.log"
+
+    def start(self, timeout: float = 60) -> "CoreProcess":
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        port_args = ["--port", str(self.port)] if self.port_flag else []
+        cmd = [sys.executable, "-m", "mlos_core", *port_args, "--data-dir", str(self.data_dir),
+               "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc", *self.args]
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"core exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if http("GET", self.url + "/v2/health/live", timeout=2)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"core did not start in {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_logf", None) is not None:
+            self._logf.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def call(self, method: str, path: str, body=None, **kw):
+        return http(method, self.url + path, body, **kw)
+
+
+@pytest.fixture
+def core_process(tmp_path):
+    """``core_process(*args)`` starts a real core subprocess; all are stopped after the test."""
+    started: list[CoreProcess] = []
+
+    def start(*args: str, data_dir: Path | None = None, env: dict | None = None, port: int | None = None,
+              port_flag: bool = True) -> CoreProcess:
+        proc = CoreProcess(data_dir or tmp_path / "data", *args, env=env, port=port, port_flag=port_flag).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for p in started:
+        p.stop()

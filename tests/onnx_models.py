@@ -1,0 +1,94 @@
+"""Tiny ONNX models built with onnx.helper, for tests and benchmarks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(graph, path: Path, ir_version: int = 8) -> Path:
+    model = helper.make_model(graph, opset_imports=OPSET, producer_name="mlos-tests")
+    model.ir_version = ir_version
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def matmul(path: Path, width: int = 64, seed: int = 0) -> tuple[Path, np.ndarray]:
+    """y = x @ W with x [batch, width] float32; returns the path and W for reference results."""
+    w = np.random.default_rng(seed).standard_normal((width, width)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    return _save(graph, path), w
+
+
+def add_one(path: Path, elem_type: int, shape=("batch", 4)) -> Path:
+    """y = x + 1 for a numeric type."""
+    one = numpy_helper.from_array(np.array(1, dtype=helper.tensor_dtype_to_np_dtype(elem_type)), "one")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "one"], ["y"])], "add_one",
+        [helper.make_tensor_value_info("x", elem_type, list(shape))],
+        [helper.make_tensor_value_info("y", elem_type, list(shape))],
+        initializer=[one],
+    )
+    return _save(graph, path)
+
+
+def logical_not(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Not", ["x"], ["y"])], "not",
+        [helper.make_tensor_value_info("x", TensorProto.BOOL, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.BOOL, ["batch", 3])],
+    )
+    return _save(graph, path)
+
+
+def string_identity(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["text"], ["same"])], "strings",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["n"])],
+    )
+    return _save(graph, path)
+
+
+def token_model(path: Path) -> Path:
+    """A BERT-shaped signature: input_ids, attention_mask int64 [batch, sequence] ->
+    masked_sum float32 [batch] (sum of ids where the mask is 1) and length int64 [batch]."""
+    nodes = [
+        helper.make_node("Mul", ["input_ids", "attention_mask"], ["masked"]),
+        helper.make_node("Cast", ["masked"], ["masked_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["masked_f", "axes"], ["masked_sum"], keepdims=0),
+        helper.make_node("ReduceSum", ["attention_mask", "axes"], ["length"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "tokens",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("masked_sum", TensorProto.FLOAT, ["batch"]),
+         helper.make_tensor_value_info("length", TensorProto.INT64, ["batch"])],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    return _save(graph, path)
+
+
+def padded(path: Path, megabytes: float) -> Path:
+    """A MatMul model carrying an unused initializer of the given size: a model of known
+    footprint for memory-budget tests."""
+    filler = np.zeros(int(megabytes * 2**20 / 4), dtype=np.float32)
+    w = np.eye(8, dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "padded",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(filler, "filler")],
+    )
+    return _save(graph, path)

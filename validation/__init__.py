@@ -1,0 +1,1 @@
+"""validation: the bundled model-matrix validator (not written yet)."""
