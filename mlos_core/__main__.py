@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, help="per model: requests waiting or running before 503")
     p.add_argument("--max-batch-size", type=int, help="rows a dynamic batch may hold (1 disables batching)")
     p.add_argument("--max-batch-delay-us", type=int, help="how long a batch may wait to fill (default 0)")
-    p.add_argument("--instances", type=int, help="concurrent executions per model")
+    p.add_argument("--instances", type=int, help="concurrent executions per model (0: 1 when batching, else 2)")
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime intra-op threads (0: one per core)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
     p.add_argument("--demo", action="store_const", const=True, help="register the demo model (Silero VAD) at start")
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"mlos-core: cannot serve: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, web.GracefulExit):  # Ctrl-C, or SIGTERM through aiohttp's handler
         pass
     return 0
 

@@ -30,7 +30,7 @@ class Settings:
     max_queue: int = 256  # per model: requests waiting or running, in every state
     max_batch_size: int = 32
     max_batch_delay_us: int = 0
-    instances: int = 1  # concurrent executions per model
+    instances: int = 0  # concurrent executions per model; 0: 1 when batching, else 2
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     max_request_mb: float = 64.0
@@ -108,11 +108,11 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"port {s.port} is outside 0-65535")
     if s.load_on_start not in ("lazy", "eager"):
         raise ConfigError(f"models.load_on_start must be lazy or eager, not {s.load_on_start!r}")
-    for name in ("max_queue", "max_batch_size", "instances"):
+    for name in ("max_queue", "max_batch_size"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1")
-    if s.memory_budget_mb < 0 or s.max_request_mb <= 0 or s.max_batch_delay_us < 0:
-        raise ConfigError("memory_budget_mb, max_batch_delay_us must be >= 0 and max_request_mb > 0")
+    if s.instances < 0 or s.memory_budget_mb < 0 or s.max_request_mb <= 0 or s.max_batch_delay_us < 0:
+        raise ConfigError("instances, memory_budget_mb, max_batch_delay_us must be >= 0 and max_request_mb > 0")
     if s.keep_alive < 0 and s.keep_alive != -1:
         raise ConfigError("keep_alive is seconds >= 0, or -1 to keep models loaded forever")
     return s

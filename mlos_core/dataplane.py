@@ -58,8 +58,11 @@ class DataPlane:
         start = time.perf_counter_ns()
         self.total += 1
         self.by_api[api] = self.by_api.get(api, 0) + 1
-        model_id = name
+        # Failures count under the model's resolved id; a name that resolves to no model is
+        # client input and counts under "" so that guessed names cannot grow the metrics.
+        model_id = ""
         try:
+            model_id = self.registry.lookup(name, version).id
             async with self.registry.use(name, version) as entry:
                 model_id = entry.id
                 meta = entry.model.metadata

@@ -2,7 +2,7 @@
 
 Every failure a client can cause or observe is an ``MLOSError`` subclass carrying its
 HTTP status. Transports turn them into responses in exactly one place
-(``mlos_core.http.errors``); nothing else decides a status code.
+(``mlos_core.http.common``); nothing else decides a status code.
 """
 from __future__ import annotations
 

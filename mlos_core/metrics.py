@@ -41,7 +41,6 @@ class Metrics:
         self.compute_us = Counter("mlos_inference_compute_infer_duration_us", "Cumulative model execution time (us)", ["model"], registry=r)
         self.latency = Histogram("mlos_inference_request_seconds", "End-to-end request latency", ["model"],
                                  buckets=_LATENCY_BUCKETS, registry=r)
-        self.http = Counter("mlos_http_requests", "HTTP requests by route class and status", ["api", "status"], registry=r)
         ProcessCollector(registry=r)
         if state_reader is not None:
             r.register(_StateCollector(state_reader))

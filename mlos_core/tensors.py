@@ -54,7 +54,8 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
+def _check_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
+    """The shape as a tuple, and its element count."""
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
@@ -64,7 +65,7 @@ def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
         count *= d
         if count > _MAX_ELEMENTS:
             raise InvalidTensor(f"tensor {name!r}: shape {shape_str(shape)} is too large")
-    return tuple(shape)
+    return tuple(shape), count
 
 
 def _as_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
@@ -106,10 +107,9 @@ def decode_v2_tensor(obj: Any) -> tuple[str, np.ndarray]:
     for key in ("shape", "datatype", "data"):
         if key not in obj:
             raise InvalidTensor(f"input {name!r} has no {key!r}")
-    shape = _check_shape(name, obj["shape"])
+    shape, expected = _check_shape(name, obj["shape"])
     dtype = numpy_dtype(obj["datatype"])
     arr = _as_array(name, obj["data"], dtype)
-    expected = int(np.prod(shape, dtype=np.int64))
     if arr.size != expected:
         raise InvalidTensor(
             f"tensor {name!r}: shape {shape_str(shape)} needs {expected} elements, data has {arr.size}"

@@ -23,8 +23,8 @@ def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> w
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
     try:
         body = await request.read()
-    except web.HTTPRequestEntityTooLarge as e:
-        raise PayloadTooLarge(f"request body over the limit of {e.max_size} bytes") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(request) from None
     if not body:
         if required:
             raise BadRequest("request body is empty; expected a JSON object")
@@ -33,6 +33,11 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"malformed JSON: {e}") from None
+
+
+def _too_large(request: web.Request) -> PayloadTooLarge:
+    # aiohttp's HTTPRequestEntityTooLarge does not keep the limit; the request does
+    return PayloadTooLarge(f"request body over the limit of {request.client_max_size} bytes")
 
 
 def require_object(doc: Any, what: str = "request body") -> dict:
@@ -60,8 +65,8 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except MLOSError as e:
         return error_response(e)
-    except web.HTTPRequestEntityTooLarge as e:
-        return error_response(PayloadTooLarge(f"request body over the limit of {e.max_size} bytes"))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(_too_large(request))
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -26,8 +26,9 @@ def _inference_endpoint(model_id: str) -> str:
 
 
 def _flat_decoder(body: dict):
-    if "inputs" in body and isinstance(body["inputs"], dict) and len(body) == 1:
-        body = body["inputs"]  # the seeds' {"inputs": {"input_ids": [[...]]}} form
+    if isinstance(body.get("inputs"), dict) and all(k in _CONTROL_KEYS for k in body if k != "inputs"):
+        # the seeds' {"inputs": {"input_ids": [[...]]}} form, with or without control keys beside it
+        body = body["inputs"]
 
     def decode(meta: ModelMetadata) -> dict[str, np.ndarray]:
         names = {t.name for t in meta.inputs}
@@ -128,8 +129,10 @@ class MlosApi:
 
     async def get_model(self, request: web.Request) -> web.Response:
         entry = self.plane.registry.lookup(request.match_info["model_id"])
-        return json_response({"status": "success", "model": describe_model(entry, with_io=True),
-                              **describe_model(entry, with_io=True)})
+        model = describe_model(entry, with_io=True)
+        # the model's fields at the top level (as the original's clients read them) and under
+        # "model"; "status" is the answer's, the model's own state is "state"
+        return json_response({**model, "model": model, "state": entry.state.value, "status": "success"})
 
     async def unregister(self, request: web.Request) -> web.Response:
         entry = await self.plane.registry.unregister(request.match_info["model_id"])
