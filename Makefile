@@ -18,7 +18,7 @@ $(PY):
 # silero-vad carries the demo model's ONNX files; its own dependencies (torch) are not needed
 # to serve them, so it is installed without them.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[test,gpu]'
+	$(PIP) install -q -e '.[test,gpu,convert]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 

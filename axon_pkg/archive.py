@@ -13,9 +13,11 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from .errors import IntegrityError
 
-class ArchiveError(ValueError):
-    pass
+
+class ArchiveError(IntegrityError):
+    """An archive that is unreadable or holds something a package may not hold."""
 
 
 def _check_member(member: tarfile.TarInfo) -> None:

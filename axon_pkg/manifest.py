@@ -5,18 +5,61 @@ This module is light on purpose: the core imports it to verify a package before 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .errors import IntegrityError
+
 MANIFEST_NAME = "manifest.yaml"
+API_VERSION = "axon.mlos.io/v1"
+SCHEMA_PATH = Path(__file__).parent / "schema" / "manifest.schema.json"
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ManifestError(ValueError):
-    """The manifest is missing, unreadable, or names a file that is missing or altered."""
+class ManifestError(IntegrityError):
+    """The manifest is missing, unreadable, invalid, or names a file that is missing or altered."""
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    with open(SCHEMA_PATH) as f:
+        return jsonschema.Draft202012Validator(json.load(f))
+
+
+def validate_manifest(manifest: Any) -> None:
+    """Refuse a manifest that does not follow the schema, naming the first offending field."""
+    errors = sorted(_validator().iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ManifestError(f"manifest field {where}: {e.message}")
+
+
+def write_manifest(package_dir: Path, manifest: dict) -> Path:
+    """Validate, then write through a temporary file, fsync and rename: never half a manifest."""
+    validate_manifest(manifest)
+    target = Path(package_dir) / MANIFEST_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=package_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(manifest, f, sort_keys=False, allow_unicode=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
 
 
 def is_valid_digest(digest: Any) -> bool:
@@ -24,7 +67,7 @@ def is_valid_digest(digest: Any) -> bool:
     return isinstance(digest, str) and bool(_DIGEST.match(digest))
 
 
-def read_manifest(package_dir: Path) -> dict:
+def read_manifest(package_dir: Path, validate: bool = False) -> dict:
     path = Path(package_dir) / MANIFEST_NAME
     try:
         with open(path, "rb") as f:
@@ -35,6 +78,8 @@ def read_manifest(package_dir: Path) -> dict:
         raise ManifestError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: expected a mapping at the top level")
+    if validate:
+        validate_manifest(data)
     return data
 
 

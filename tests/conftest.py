@@ -180,3 +180,67 @@ def core_process(tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+# ==== local Hugging Face Hub (tests/hub) =====================================================
+# ``local_hub``: one LocalHub HTTP server for the session (tests commit to their own repo ids).
+# ``hf_endpoint``: points huggingface_hub at it for one test, with a fresh cache dir. In-process,
+# huggingface_hub has already read HF_ENDPOINT etc. into module constants at import time, so those
+# are monkeypatched too; subprocesses started by the test inherit the environment variables set here
+# (HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_DISABLE_XET, ...), which they read at import.
+
+@pytest.fixture(scope="session")
+def local_hub():
+    from .hub.server import LocalHub
+
+    hub = LocalHub().start()
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
+def hf_endpoint(local_hub, tmp_path, monkeypatch):
+    import huggingface_hub
+    import huggingface_hub.file_download
+    import huggingface_hub.hf_api
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    cache = home / "hub"
+    cache.mkdir(parents=True)
+    env = {
+        "HF_ENDPOINT": local_hub.url, "HF_HOME": str(home), "HF_HUB_CACHE": str(cache),
+        "HF_ASSETS_CACHE": str(home / "assets"), "HF_XET_CACHE": str(home / "xet"),
+        "HF_TOKEN_PATH": str(home / "token"), "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
+              "HF_HUB_ENABLE_HF_TRANSFER", "HUGGINGFACE_CO_RESOLVE_ENDPOINT", "TRANSFORMERS_CACHE"):
+        monkeypatch.delenv(k, raising=False)
+
+    template = local_hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    for name, value in {
+        "ENDPOINT": local_hub.url, "HUGGINGFACE_CO_URL_TEMPLATE": template, "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(cache), "HUGGINGFACE_HUB_CACHE": str(cache), "HF_ASSETS_CACHE": str(home / "assets"),
+        "HF_TOKEN_PATH": str(home / "token"), "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
+        "HF_HUB_OFFLINE": False, "HF_HUB_DISABLE_TELEMETRY": True, "HF_HUB_DISABLE_XET": True,
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN": True, "HF_HUB_ENABLE_HF_TRANSFER": False,
+    }.items():
+        if hasattr(constants, name):
+            monkeypatch.setattr(constants, name, value)
+    # copies taken at import time
+    monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    if hasattr(huggingface_hub, "HUGGINGFACE_CO_URL_TEMPLATE"):
+        monkeypatch.setattr(huggingface_hub, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", local_hub.url)  # the module-level HfApi()
+    tf_hub = sys.modules.get("transformers.utils.hub")
+    if tf_hub is not None:  # only if transformers is already imported (it reads the env itself otherwise)
+        for name, value in {"_is_offline_mode": False, "HUGGINGFACE_CO_RESOLVE_ENDPOINT": local_hub.url,
+                            "HUGGINGFACE_CO_PREFIX": local_hub.url + "/{model_id}/resolve/{revision}/{filename}",
+                            "TRANSFORMERS_CACHE": str(cache), "PYTORCH_TRANSFORMERS_CACHE": str(cache),
+                            "PYTORCH_PRETRAINED_BERT_CACHE": str(cache)}.items():
+            if hasattr(tf_hub, name):
+                monkeypatch.setattr(tf_hub, name, value)
+    yield local_hub

@@ -1,0 +1,98 @@
+"""list, info, verify."""
+from __future__ import annotations
+
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ..archive import safe_extract
+from ..errors import IntegrityError
+from ..manifest import read_manifest, verify_files
+from ..store import Cache
+from .common import emit_json, human, resolve_installed
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("list", help="installed packages")
+    p.add_argument("-f", "--format", choices=("default", "names", "json"), default="default")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("info", help="a package's manifest summary")
+    p.add_argument("ref")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("verify", help="check a package: manifest schema and every file's size and sha256")
+    p.add_argument("ref", help="a ref, a package directory, or an .axon archive")
+    p.set_defaults(func=cmd_verify)
+
+
+def _row(pkg) -> dict:
+    spec = pkg.manifest.get("spec") or {}
+    ext = pkg.manifest.get("x-mlos") or {}
+    files = (spec.get("format") or {}).get("files") or []
+    return {
+        "ref": pkg.ref, "namespace": pkg.namespace, "name": pkg.repo, "version": pkg.version,
+        "format": (spec.get("format") or {}).get("execution_format"),
+        "size": sum(f.get("size", 0) for f in files if isinstance(f, dict)),
+        "requested": (ext.get("source") or {}).get("requested_ref"),
+        "task": ext.get("task"), "path": str(pkg.path),
+    }
+
+
+def cmd_list(args) -> int:
+    rows = [_row(p) for p in Cache().installed()]
+    if args.format == "json":
+        emit_json(rows)
+    elif args.format == "names":
+        for r in rows:
+            print(r["ref"])
+    else:
+        if not rows:
+            print("no packages installed (axon-py install hf/org/model@latest)")
+        for r in rows:
+            print(f"{r['namespace']}/{r['name']}@{r['version'][:12]:<12}  {r['format'] or '?':<11} {human(r['size']):>9}"
+                  f"  {'(' + r['requested'] + ')' if r['requested'] else ''}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    _, pkg = resolve_installed(args.ref)
+    if args.json:
+        emit_json(pkg.manifest)
+        return 0
+    m, spec = pkg.manifest, pkg.manifest.get("spec") or {}
+    ext = m.get("x-mlos") or {}
+    print(f"{pkg.ref}\n  path: {pkg.path}\n  description: {m['metadata'].get('description', '')}")
+    print(f"  format: {spec['format'].get('execution_format')}  framework: {spec.get('framework', {}).get('name')}")
+    src = ext.get("source") or {}
+    if src.get("resolved_commit"):
+        print(f"  source: {src.get('repo')} @{src.get('requested_ref')} = {src.get('resolved_commit')}")
+    conv = ext.get("conversion")
+    if conv:
+        print(f"  conversion: {conv}")
+    for f in spec["format"].get("files", []):
+        print(f"  file {f['path']}  {human(f['size'])}  {f['sha256'][:16]}…")
+    for kind in ("inputs", "outputs"):
+        for t in (spec.get("io") or {}).get(kind, []):
+            print(f"  {kind[:-1]} {t['name']} {t.get('dtype')} {t.get('shape')}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    target = Path(args.ref)
+    if target.is_file() and tarfile.is_tarfile(target):
+        with tempfile.TemporaryDirectory() as tmp:
+            pkg_dir = safe_extract(target, Path(tmp) / "pkg")
+            return _verify_dir(pkg_dir, str(target))
+    if target.is_dir():
+        return _verify_dir(target, str(target))
+    _, pkg = resolve_installed(args.ref)
+    return _verify_dir(pkg.path, pkg.ref)
+
+
+def _verify_dir(pkg_dir: Path, label: str) -> int:
+    manifest = read_manifest(pkg_dir, validate=True)
+    count = verify_files(pkg_dir, manifest)
+    if count == 0:
+        raise IntegrityError(f"{label}: the manifest lists no files, so nothing can be verified")
+    print(f"{label}: OK ({count} files, manifest valid)")
+    return 0

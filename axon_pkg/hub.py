@@ -1,0 +1,215 @@
+"""The Hugging Face Hub adapter, on ``huggingface_hub``.
+
+It resolves a revision to an immutable commit, chooses the files a runtime needs, and
+downloads them through ``hf_hub_download`` (which resumes interrupted downloads from its
+``.incomplete`` files, locks each blob, and renames it into place only when complete).
+``HF_ENDPOINT`` and ``HF_TOKEN`` are honoured, read when called.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import HubError, SelectionError
+from .refs import Ref
+
+GGUF, ONNX, SAFETENSORS = "gguf", "onnx", "safetensors"
+DEFAULT_QUANT = "Q4_K_M"
+
+# Files that describe or pre-process a model: always taken along with its weights when present.
+SUPPORT_FILES = [
+    "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json",
+    "chat_template.json", "chat_template.jinja", "README.md", "LICENSE", "LICENSE.md",
+]
+# Never downloaded: pickles (arbitrary code on load) and other frameworks' weights.
+REFUSED = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.joblib", "*.h5", "*.msgpack",
+           "*.tflite", "*.ot", "*.mlmodel", "*.mlpackage/*", "*.keras", "*.pb", "flax_model*", "tf_model*"]
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int | None
+    sha256: str | None  # the LFS oid when the hub gives it
+
+
+@dataclass(frozen=True)
+class Resolved:
+    repo: str
+    requested: str
+    commit: str
+    files: list[RemoteFile]
+    info: dict  # license, tags, pipeline tag, library
+
+
+@dataclass(frozen=True)
+class Selection:
+    format: str  # what was downloaded: gguf | onnx | safetensors
+    files: list[RemoteFile]
+    note: str
+
+
+def endpoint() -> str:
+    """``HF_ENDPOINT`` wins over ``hub.endpoint`` in ~/.axon/config.yaml."""
+    from . import config
+
+    return str(os.environ.get("HF_ENDPOINT") or config.get("hub.endpoint")).rstrip("/")
+
+
+def _token():
+    return os.environ.get("HF_TOKEN") or None
+
+
+def _hub_error(e: Exception, ref: Ref) -> HubError:
+    from huggingface_hub.errors import (
+        EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(e, GatedRepoError):
+        return HubError(f"{ref.repo} is gated on the hub", hint="accept its terms on the hub and set HF_TOKEN")
+    if isinstance(e, RepositoryNotFoundError):
+        return HubError(f"repository {ref.repo} not found at {endpoint()}", hint="check the name; private repos need HF_TOKEN")
+    if isinstance(e, RevisionNotFoundError):
+        return HubError(f"revision {ref.revision!r} not found in {ref.repo}")
+    if isinstance(e, EntryNotFoundError):
+        return HubError(f"a file of {ref.repo} vanished from the hub: {e}")
+    if isinstance(e, LocalEntryNotFoundError):
+        return HubError(f"cannot reach the hub at {endpoint()} and nothing is cached", hint="check the network or HF_ENDPOINT")
+    if isinstance(e, HfHubHTTPError):
+        return HubError(f"the hub answered an error for {ref.repo}: {str(e).splitlines()[0]}")
+    return HubError(f"cannot reach the hub at {endpoint()}: {type(e).__name__}: {e}")
+
+
+def resolve(ref: Ref) -> Resolved:
+    """Resolve the ref's revision (``latest`` is the default branch) to its commit."""
+    from huggingface_hub import HfApi
+
+    revision = None if ref.revision == "latest" else ref.revision
+    try:
+        info = HfApi(endpoint=endpoint(), token=_token()).model_info(ref.repo, revision=revision, files_metadata=True)
+    except Exception as e:
+        raise _hub_error(e, ref) from None
+    files = []
+    for s in info.siblings or []:
+        lfs = getattr(s, "lfs", None)
+        sha = getattr(lfs, "sha256", None) if lfs is not None else None
+        files.append(RemoteFile(s.rfilename, getattr(s, "size", None), sha))
+    card = getattr(info, "card_data", None) or {}
+    details = {
+        "license": (card.get("license") if hasattr(card, "get") else None) or "",
+        "tags": list(info.tags or []),
+        "pipeline_tag": info.pipeline_tag,
+        "library_name": getattr(info, "library_name", None),
+    }
+    return Resolved(ref.repo, ref.revision, info.sha, files, details)
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def select_files(files: list[RemoteFile], fmt: str = "auto", selector: str | None = None,
+                 wanted_file: str | None = None) -> Selection:
+    """Choose what to download: GGUF (Q4_K_M by default) over ONNX over SafeTensors, as the
+    original Axon does; never a pickle or another framework's weights."""
+    by_path = {f.path: f for f in files}
+    usable = [f for f in files if not _matches(f.path, REFUSED)]
+    support = [by_path[p] for p in SUPPORT_FILES if p in by_path]
+    if wanted_file:
+        if wanted_file not in by_path:
+            raise SelectionError(f"no file {wanted_file!r} in the repo", hint="axon-py info shows its files")
+        if _matches(wanted_file, REFUSED):
+            raise SelectionError(f"{wanted_file} is a pickle or another framework's weights; it is never downloaded")
+        kind = GGUF if wanted_file.endswith(".gguf") else ONNX if wanted_file.endswith(".onnx") else SAFETENSORS
+        extra = [f for f in usable if kind == ONNX and f.path.startswith(wanted_file) and f.path != wanted_file]
+        return Selection(kind, [by_path[wanted_file], *extra, *([] if kind == GGUF else support)], f"file {wanted_file}")
+    gguf = [f for f in usable if f.path.endswith(".gguf")]
+    onnx = [f for f in usable if f.path.endswith(".onnx")]
+    st = [f for f in usable if f.path.endswith(".safetensors")]
+    order = {"auto": [GGUF, ONNX, SAFETENSORS], "gguf": [GGUF], "onnx": [ONNX, SAFETENSORS],
+             "native": [SAFETENSORS, GGUF, ONNX]}[fmt]
+    for kind in order:
+        if kind == GGUF and gguf:
+            return Selection(GGUF, _pick_gguf(gguf, selector), f"GGUF {selector or DEFAULT_QUANT}")
+        if kind == ONNX and onnx:
+            chosen = _pick_onnx(onnx)
+            data = [f for f in usable if f.path != chosen.path and f.path.startswith(chosen.path)]
+            return Selection(ONNX, [chosen, *data, *support], f"ONNX file {chosen.path}")
+        if kind == SAFETENSORS and st:
+            index = [f for f in usable if f.path.endswith(".safetensors.index.json")]
+            top = [f for f in st if "/" not in f.path] or st
+            return Selection(SAFETENSORS, [*top, *index, *support], "SafeTensors weights")
+    pickles = [f.path for f in files if _matches(f.path, REFUSED)]
+    if pickles and fmt in ("auto", "native", "onnx"):
+        raise SelectionError(
+            f"the repo's weights are only in formats axon-py never loads ({', '.join(pickles[:5])}): pickles can "
+            "run arbitrary code", hint="choose a repo (or revision) with SafeTensors, ONNX or GGUF weights")
+    want = {"auto": "GGUF, ONNX or SafeTensors", "gguf": "GGUF", "onnx": "ONNX or SafeTensors to convert",
+            "native": "SafeTensors"}[fmt]
+    raise SelectionError(f"no {want} weights in the repo (files: {', '.join(sorted(by_path)[:15]) or 'none'})")
+
+
+def _pick_onnx(onnx: list[RemoteFile]) -> RemoteFile:
+    for name in ("model.onnx", "onnx/model.onnx"):
+        for f in onnx:
+            if f.path == name:
+                return f
+    plain = [f for f in onnx if not re.search(r"(quant|int8|uint8|fp16|q4|bnb|O\d)", f.path, re.I)]
+    return sorted(plain or onnx, key=lambda f: (f.path.count("/"), f.path))[0]
+
+
+def _pick_gguf(gguf: list[RemoteFile], selector: str | None) -> list[RemoteFile]:
+    def quant_key(f: RemoteFile) -> str:
+        return _SHARD.sub(".gguf", f.path)
+
+    variants: dict[str, list[RemoteFile]] = {}
+    for f in gguf:
+        variants.setdefault(quant_key(f), []).append(f)
+    if len(variants) == 1 and selector is None:
+        return sorted(next(iter(variants.values())), key=lambda f: f.path)
+    wanted = (selector or DEFAULT_QUANT).lower()
+    hits = {k: v for k, v in variants.items() if wanted in k.rsplit("/", 1)[-1].lower()}
+    if len(hits) == 1:
+        return sorted(next(iter(hits.values())), key=lambda f: f.path)
+    choices = ", ".join(sorted(variants))
+    if not hits:
+        raise SelectionError(f"no GGUF file matches {selector or DEFAULT_QUANT!r}; choices: {choices}",
+                             hint="pick one with hf/org/repo:<QUANT> or --file <name>")
+    raise SelectionError(f"{selector or DEFAULT_QUANT!r} matches several GGUF files: {', '.join(sorted(hits))}",
+                         hint="name one with --file <name>")
+
+
+def download(ref: Ref, resolved: Resolved, selection: Selection, cache_dir: Path, *, quiet: bool,
+             on_file: Callable[[RemoteFile, Path], None] | None = None) -> dict[str, Path]:
+    """Download the selected files at the resolved commit; returns path -> local file."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    if quiet:
+        disable_progress_bars()
+    else:
+        enable_progress_bars()
+    out = {}
+    try:
+        for f in selection.files:
+            try:
+                local = hf_hub_download(ref.repo, f.path, revision=resolved.commit, cache_dir=str(cache_dir),
+                                        endpoint=endpoint(), token=_token())
+            except Exception as e:
+                raise _hub_error(e, ref) from None
+            out[f.path] = Path(local)
+            if on_file:
+                on_file(f, Path(local))
+    finally:
+        enable_progress_bars()
+    return out

@@ -1,0 +1,153 @@
+"""``axon-py install``: hub (or local directory) -> download -> convert -> verified package.
+
+Each stage is timed separately (download, convert, package) and the result says so.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import hub
+from .errors import SelectionError
+from .manifest import MANIFEST_NAME
+from .package import add_files, build_manifest, finish, io_schema, package_bytes
+from .refs import Ref, is_local, parse_ref
+from .store import Cache, Installed
+
+FORMATS = ("auto", "onnx", "gguf", "native")
+EXPORT_DIR = ".onnx-export"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class InstallResult:
+    package: Installed
+    timings: dict[str, float] = field(default_factory=dict)
+    source_bytes: int = 0
+    package_bytes: int = 0
+    conversion: dict | None = None
+    reused: bool = False
+
+
+def _variant(fmt: str, selector: str | None, wanted_file: str | None) -> str:
+    if wanted_file:
+        return "file-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in wanted_file)
+    if selector:
+        return selector.lower()
+    return "" if fmt == "auto" else fmt
+
+
+def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None, quiet: bool = False,
+            cache: Cache | None = None, progress: Progress = lambda s: None) -> InstallResult:
+    if fmt not in FORMATS:
+        raise SelectionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    cache = cache or Cache()
+    if is_local(ref_text):
+        return install_local(Path(ref_text), cache=cache, progress=progress)
+    ref = parse_ref(ref_text)
+    if ref.namespace == "local":
+        raise SelectionError("local/ packages are made from a path: axon-py install ./my-model-dir")
+    start = time.perf_counter()
+    progress(f"resolving {ref} at {hub.endpoint()}")
+    resolved = hub.resolve(ref)
+    variant = _variant(fmt, ref.selector, wanted_file)
+    version = resolved.commit + (f"-{variant}" if variant else "")
+    existing = cache.package_root(ref.namespace, ref.repo) / version
+    if (existing / MANIFEST_NAME).is_file():
+        cache.point(ref.namespace, ref.repo, version, [ref.revision])
+        progress(f"{ref} is installed already at {resolved.commit[:12]}")
+        return InstallResult(cache.resolve(Ref(ref.namespace, ref.repo, version)), reused=True)
+    selection = hub.select_files(resolved.files, fmt, ref.selector, wanted_file)
+    progress(f"{ref.revision} -> commit {resolved.commit}; taking {selection.note} ({len(selection.files)} files)")
+
+    t = time.perf_counter()
+    local = hub.download(ref, resolved, selection, cache.hub, quiet=quiet)
+    timings = {"download_s": time.perf_counter() - t}
+    expected = {f.path: f.sha256 for f in selection.files if f.sha256}
+    source_bytes = sum(p.stat().st_size for p in local.values())
+
+    staging = cache.staging(ref.namespace, ref.repo)
+    try:
+        files, exec_fmt, conversion, convert_s = _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progress)
+        timings["convert_s"] = convert_s
+        t = time.perf_counter()
+        entries = add_files(cache, staging, files, expected)
+        shutil.rmtree(staging / EXPORT_DIR, ignore_errors=True)
+        execution = [e["path"] for e in entries if _is_weight(e["path"], exec_fmt)]
+        tokenizer = "tokenizer.json" if "tokenizer.json" in files else None
+        model_file = staging / execution[0] if execution and exec_fmt == "onnx" else None
+        manifest = build_manifest(
+            namespace=ref.namespace, name=ref.repo, version=ref.revision, fmt=exec_fmt, files=entries,
+            execution_files=execution, io=io_schema(exec_fmt, model_file, tokenizer),
+            description=f"{ref.repo} from {hub.endpoint()} at {resolved.commit}",
+            license=resolved.info.get("license") or "", tags=resolved.info.get("tags") or [],
+            extension={
+                "source": {"hub": "huggingface", "endpoint": hub.endpoint(), "repo": ref.repo,
+                           "requested_ref": ref.revision, "resolved_commit": resolved.commit,
+                           "selected": selection.note, "selector": ref.selector, "format_requested": fmt},
+                "task": (conversion or {}).get("task") or resolved.info.get("pipeline_tag"),
+                "conversion": conversion,
+                "installed_at": _now(),
+            },
+        )
+        finish(staging, manifest)
+        pkg_path = cache.commit_package(staging, ref.namespace, ref.repo, version, [ref.revision])
+        timings["package_s"] = time.perf_counter() - t
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    timings["total_s"] = time.perf_counter() - start
+    installed = cache.resolve(Ref(ref.namespace, ref.repo, version))
+    return InstallResult(installed, timings, source_bytes, package_bytes(pkg_path), conversion)
+
+
+def install_local(path: Path, *, cache: Cache, progress: Progress = lambda s: None) -> InstallResult:
+    from .local import build_local
+
+    return build_local(path, cache=cache, progress=progress)
+
+
+def _now() -> str:
+    from .package import now_iso
+
+    return now_iso()
+
+
+def _is_weight(path: str, fmt: str) -> bool:
+    return path.endswith({"onnx": ".onnx", "gguf": ".gguf", "safetensors": ".safetensors"}[fmt])
+
+
+def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progress):
+    """SafeTensors transformer models are converted to ONNX unless the user keeps them
+    (``-f native``); when conversion is impossible the package keeps SafeTensors and says why."""
+    files = dict(local)
+    if selection.format != hub.SAFETENSORS or fmt == "native":
+        reason = "kept as downloaded (--format native)" if selection.format == hub.SAFETENSORS else None
+        return files, selection.format, ({"converted": False, "reason": reason} if reason else None), 0.0
+    from .convert import conversion_available, convert_to_onnx
+
+    ok, why = conversion_available()
+    if not ok:
+        progress(f"not converting to ONNX: {why}")
+        return files, hub.SAFETENSORS, {"converted": False, "reason": why, "from_format": "safetensors"}, 0.0
+    snapshot = next(iter(local.values()))
+    for _ in range(len(Path(next(iter(local))).parts)):
+        snapshot = snapshot.parent
+    progress("converting SafeTensors to ONNX with optimum")
+    out = staging / EXPORT_DIR
+    result = convert_to_onnx(snapshot, out)
+    info = {k: v for k, v in result.__dict__.items() if k not in ("files", "inputs", "outputs")}
+    if not result.converted:
+        progress(f"kept SafeTensors: {result.reason}")
+        if fmt == "onnx":
+            raise SelectionError(f"cannot convert {ref.repo} to ONNX: {result.reason}")
+        return files, hub.SAFETENSORS, info, result.seconds
+    for rel in list(files):
+        if rel.endswith(".safetensors") or rel.endswith(".safetensors.index.json"):
+            del files[rel]  # the ONNX export replaces the weights
+    for rel in result.files:
+        files[rel] = out / rel
+    return files, hub.ONNX, info, result.seconds

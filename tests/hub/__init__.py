@@ -1,0 +1,1 @@
+"""A local Hugging Face Hub for tests: server (LocalHub) and repo builders."""
