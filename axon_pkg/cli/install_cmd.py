@@ -7,7 +7,7 @@ from pathlib import Path
 from .. import config
 from ..install import FORMATS, install
 from ..local import pack
-from ..manifest import read_manifest, write_manifest
+from ..manifest import MANIFEST_NAME, read_manifest, write_manifest
 from ..register import register
 from ..store import Cache
 from .common import emit_json, human, resolve_installed, say
@@ -98,14 +98,18 @@ def cmd_register(args) -> int:
 
 def cmd_pack(args) -> int:
     src = Path(args.source)
-    if src.is_dir():
-        pkg_dir, name = src, src.resolve().name
+    cached = True  # a package of the cache records its archive in its manifest
+    if src.is_dir() and (src / MANIFEST_NAME).is_file():
+        pkg_dir, name, cached = src, src.resolve().name, False
+    elif src.exists():  # a plain model file or directory: package it into the cache first
+        pkg = install(str(src), progress=say(False)).package
+        pkg_dir, name = pkg.path, f"local-{pkg.repo}-{pkg.version}"
     else:
         _, pkg = resolve_installed(args.source)
         pkg_dir, name = pkg.path, f"{pkg.namespace}-{pkg.repo.replace('/', '_')}-{pkg.version[:12]}"
     out = Path(args.output or f"{name}.axon")
     size, digest = pack(pkg_dir, out)
-    if not src.is_dir():
+    if cached:
         # the archive cannot hold its own digest: the cached package's manifest records it
         manifest = read_manifest(pkg_dir)
         manifest.setdefault("distribution", {})["package"] = {"url": out.resolve().as_uri(), "size": size, "sha256": digest}

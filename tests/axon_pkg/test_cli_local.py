@@ -158,3 +158,25 @@ def test_register_shows_the_core_unreachable(axon, model_dir):
 def test_unknown_namespace_is_a_usage_error(axon):
     code, _, err = axon("install", "modelscope/qwen/Qwen2-0.5B")
     assert code == 2 and "not supported yet" in err and "hf/" in err
+
+
+def test_pack_a_plain_model_directory(axon, model_dir, tmp_path, models, core_process):
+    out_file = tmp_path / "plain.axon"
+    code, out, err = axon("pack", model_dir, "-o", out_file)
+    assert code == 0, err
+    assert axon("verify", out_file)[0] == 0
+    core = core_process()  # the core takes the archive itself
+    status, _, answer = core.call("POST", "/v1/models/register", {"model_id": "local/plain@1", "path": str(out_file)})
+    assert status == 200, answer
+    status, _, answer = core.call("POST", "/v2/models/local%2Fplain%401/infer", {
+        "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]})
+    import numpy as np
+
+    np.testing.assert_allclose(answer["outputs"][0]["data"], (np.full((1, 64), 0.5, np.float32) @ models.matmul_w).ravel(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_hub_unreachable(axon, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    code, _, err = axon("install", "hf/org/model", "--quiet")
+    assert code == 1 and "http://127.0.0.1:9" in err

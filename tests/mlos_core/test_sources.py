@@ -89,3 +89,18 @@ def test_malicious_archives_are_refused(tmp_path, name, kind, message):
         resolve(archive, tmp_path / "cache")
     assert not (tmp_path / "escape.txt").exists()
     assert not any(p.name.startswith(".incomplete") for p in (tmp_path / "cache").glob("*"))
+
+
+def test_package_of_the_original_axon_loads(models, tmp_path):
+    """The Go Axon (v3.1.9) wrote manifests with apiVersion v1 and an empty files list: such a
+    package still loads (nothing to verify), found by its execution format."""
+    pkg = tmp_path / "orig"
+    pkg.mkdir()
+    shutil.copy(models.matmul, pkg / "model.onnx")
+    (pkg / "manifest.yaml").write_text(
+        "apiVersion: v1\nkind: Model\nmetadata: {name: distilgpt2, namespace: nlp, version: 1.0.0}\n"
+        "spec:\n  framework: {name: PyTorch, version: 2.0.0}\n"
+        "  format: {type: pytorch, execution_format: onnx, files: []}\n"
+    )
+    src = resolve(pkg, tmp_path / "cache")
+    assert src.format == "onnx" and src.model_path == pkg / "model.onnx"
