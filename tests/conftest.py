@@ -243,4 +243,10 @@ def hf_endpoint(local_hub, tmp_path, monkeypatch):
                             "PYTORCH_PRETRAINED_BERT_CACHE": str(cache)}.items():
             if hasattr(tf_hub, name):
                 monkeypatch.setattr(tf_hub, name, value)
+    # huggingface_hub caches one HTTP session per thread, built for the offline mode in force when
+    # it was made: drop it on both sides of the test.
+    from huggingface_hub.utils import reset_sessions
+
+    reset_sessions()
     yield local_hub
+    reset_sessions()

@@ -20,8 +20,9 @@ import pytest
 from axon_pkg.convert import (ConversionResult, conversion_available, convert_to_onnx,
                               infer_task)
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No offline switch here: setting HF_HUB_OFFLINE in this process would leak into every later
+# test (huggingface_hub caches its HTTP session); the conversion worker runs offline itself and
+# the references below load from local directories.
 
 ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "The quick brown fox jumps over the lazy dog."
