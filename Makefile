@@ -16,9 +16,10 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # silero-vad carries the demo model's ONNX files; its own dependencies (torch) are not needed
-# to serve them, so it is installed without them.
+# to serve them, so it is installed without them. llama-cpp-python compiles llama.cpp for a
+# generic x86-64 (GGML_NATIVE=OFF) so the wheel pip caches runs on any machine of this kind.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[test,gpu,convert]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 

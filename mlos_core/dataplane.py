@@ -5,17 +5,19 @@ statistics that ``/stats`` and ``/metrics`` report.
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from . import __version__
-from .errors import InvalidTensor, MLOSError
+from .errors import BadRequest, InvalidTensor, MLOSError
 from .metrics import Metrics
 from .registry import ModelEntry, Registry, RegisterSpec
-from .smi import ModelMetadata
+from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
 from .tensors import validate_inputs
 
 Decoder = Callable[[ModelMetadata], Mapping[str, np.ndarray]]
@@ -33,6 +35,34 @@ class InferResult:
     @property
     def version(self) -> str:
         return self.model_id.rsplit("@", 1)[1] if "@" in self.model_id else "1"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    model_id: str
+    value: Any
+    queue_us: int
+    compute_us: int
+    total_us: int
+
+
+def _servable(entry) -> None:
+    reason = entry.model.metadata.properties.get("unservable")
+    if reason:
+        raise BadRequest(f"model {entry.id}: {reason}", model_id=entry.id)
+
+
+def _guard(entry, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """A task the model does not serve is the client's mistake: 400, naming what it serves."""
+
+    def run():
+        try:
+            return fn()
+        except TaskUnsupported as e:
+            served = ", ".join(sorted(entry.model.tasks)) or "raw tensors only"
+            raise BadRequest(f"model {entry.id} does not do {e}; it serves: {served}", model_id=entry.id) from None
+
+    return run
 
 
 class DataPlane:
@@ -55,16 +85,11 @@ class DataPlane:
         timeout_s: float | None = None,
         api: str = "mlos",
     ) -> InferResult:
-        start = time.perf_counter_ns()
-        self.total += 1
-        self.by_api[api] = self.by_api.get(api, 0) + 1
-        # Failures count under the model's resolved id; a name that resolves to no model is
-        # client input and counts under "" so that guessed names cannot grow the metrics.
+        start = self._begin(api)
         model_id = ""
         try:
             model_id = self.registry.lookup(name, version).id
             async with self.registry.use(name, version) as entry:
-                model_id = entry.id
                 meta = entry.model.metadata
                 inputs = decode(meta)
                 validate_inputs(inputs, meta)
@@ -77,14 +102,94 @@ class DataPlane:
                         )
                 ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
         except MLOSError as e:
-            self.failed += 1
-            self.metrics.record_failure(model_id, e.code)
+            self._failed(model_id, e)
             raise
+        done = self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
+        return InferResult(model_id, ex.outputs, done.queue_us, done.compute_us, done.total_us, ex.batch_size)
+
+    # ---- task level ---------------------------------------------------------------------------
+    async def run_task(self, name: str, call: Callable[[Model], Any], *, api: str, priority: int = 0) -> TaskResult:
+        """Run one task-level call (embed, classify...) in the model's turn; pre- and
+        post-processing run inside it and count in its time."""
+        start = self._begin(api)
+        model_id = ""
+        try:
+            model_id = self.registry.lookup(name).id
+            async with self.registry.use(name) as entry:
+                _servable(entry)
+                ex = await entry.scheduler.submit_call(_guard(entry, lambda: call(entry.model)), priority)
+        except MLOSError as e:
+            self._failed(model_id, e)
+            raise
+        return self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
+
+    async def stream_task(self, name: str, generate: Callable[[Model, Callable[[], bool]], Iterator[GenerationChunk]],
+                          *, api: str, disconnected: Callable[[], bool] = lambda: False,
+                          priority: int = 0) -> AsyncIterator[GenerationChunk]:
+        """Stream a generation: the model's worker thread produces chunks, this yields them as
+        they come. Leaving early (the client went away) stops the generation at its next token."""
+        start = self._begin(api)
+        model_id = ""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        end = object()
+
+        def cancelled() -> bool:
+            return stop.is_set() or disconnected()
+
+        def job():
+            try:
+                for chunk in generate(entry.model, cancelled):
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            finally:
+                loop.call_soon_threadsafe(chunks.put_nowait, end)
+
+        try:
+            model_id = self.registry.lookup(name).id
+            async with self.registry.use(name) as entry:
+                _servable(entry)
+                run = asyncio.ensure_future(entry.scheduler.submit_call(_guard(entry, job), priority))
+                try:
+                    while True:
+                        getter = asyncio.ensure_future(chunks.get())
+                        await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                        if not getter.done():
+                            getter.cancel()
+                            ex = run.result()  # the call ended without running the job: raise its error
+                            break
+                        item = getter.result()
+                        if item is end:
+                            ex = await run
+                            break
+                        yield item
+                finally:
+                    stop.set()
+                    if not run.done():
+                        # hold the model until the worker noticed: it is never unloaded mid-generation
+                        await asyncio.shield(asyncio.wait({run}))
+        except MLOSError as e:
+            self._failed(model_id, e)
+            raise
+        self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, None)
+
+    def _begin(self, api: str) -> int:
+        self.total += 1
+        self.by_api[api] = self.by_api.get(api, 0) + 1
+        return time.perf_counter_ns()
+
+    def _failed(self, model_id: str, e: MLOSError) -> None:
+        # Failures count under the model's resolved id; a name that resolves to no model is
+        # client input and counts under "" so that guessed names cannot grow the metrics.
+        self.failed += 1
+        self.metrics.record_failure(model_id, e.code)
+
+    def _succeeded(self, model_id, start, queue_ns, compute_ns, value) -> "TaskResult":
         total_ns = time.perf_counter_ns() - start
         self.succeeded += 1
         self._total_us += total_ns // 1000
-        self.metrics.record_success(model_id, total_ns, ex.queue_ns)
-        return InferResult(model_id, ex.outputs, ex.queue_ns // 1000, ex.compute_ns // 1000, total_ns // 1000, ex.batch_size)
+        self.metrics.record_success(model_id, total_ns, queue_ns)
+        return TaskResult(model_id, value, queue_ns // 1000, compute_ns // 1000, total_ns // 1000)
 
     async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata]:
         async with self.registry.use(name, version) as entry:

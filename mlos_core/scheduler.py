@@ -35,9 +35,10 @@ class Execution:
 
 
 class _Pending:
-    __slots__ = ("inputs", "outputs", "future", "enqueued_ns", "rows", "key", "deadline_ns")
+    __slots__ = ("inputs", "outputs", "future", "enqueued_ns", "rows", "key", "deadline_ns", "call")
 
-    def __init__(self, inputs, outputs, future, rows, key, deadline_ns):
+    def __init__(self, inputs, outputs, future, rows, key, deadline_ns, call=None):
+        self.call = call
         self.inputs = inputs
         self.outputs = outputs
         self.future = future
@@ -100,6 +101,16 @@ class ModelScheduler:
         rows, key = self._signature(inputs, outputs)
         deadline = time.perf_counter_ns() + int(timeout_s * 1e9) if timeout_s else None
         heapq.heappush(self._heap, (-priority, next(self._seq), _Pending(inputs, outputs, future, rows, key, deadline)))
+        self._wakeup.set()
+        return await future
+
+    async def submit_call(self, call: Callable[[], object], priority: int = 0, timeout_s: float | None = None) -> Execution:
+        """Run a task-level call (a generation, an embedding batch...) in the model's turn:
+        same queue, priority and concurrency bound as tensor requests, never batched. Its return
+        value is the Execution's ``outputs``."""
+        future = asyncio.get_running_loop().create_future()
+        deadline = time.perf_counter_ns() + int(timeout_s * 1e9) if timeout_s else None
+        heapq.heappush(self._heap, (-priority, next(self._seq), _Pending(None, None, future, 1, None, deadline, call)))
         self._wakeup.set()
         return await future
 
@@ -181,6 +192,8 @@ class ModelScheduler:
 
     def _execute(self, batch: list[_Pending]):
         start = time.perf_counter_ns()
+        if batch[0].call is not None:
+            return [batch[0].call()], time.perf_counter_ns() - start
         if len(batch) == 1:
             out = self._model.infer(batch[0].inputs, batch[0].outputs)
             return [out], time.perf_counter_ns() - start

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -61,11 +61,49 @@ class LoadOptions:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     allow_spinning: bool = False
+    task: str | None = None  # overrides the task the manifest or config.json implies
+    chat_template: str | None = None  # a Jinja chat template overriding the model's own
+    cache_dir: Path | None = None  # where a plugin may keep artefacts derived from the model
+    # format-specific settings, e.g. GGUF: n_ctx, n_threads, n_batch
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---- task level -------------------------------------------------------------------------------
+# Task names a model can serve beside raw tensors.
+GENERATE, CHAT, EMBED, CLASSIFY, FILL_MASK, CLASSIFY_IMAGE = (
+    "generate", "chat", "embed", "classify", "fill-mask", "classify-image")
+
+
+class TaskUnsupported(Exception):
+    """Raised by a task entry point the model does not serve; the core answers 400 with it."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 128
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
+
+
+@dataclass
+class GenerationChunk:
+    """A piece of generated text. The last chunk has ``finish_reason`` ("stop", "length" or
+    "cancelled") and the token counts of the whole generation."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Model(abc.ABC):
     metadata: ModelMetadata
+    # the task-level entry points this model serves (see the task names above)
+    tasks: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -77,6 +115,37 @@ class Model(abc.ABC):
 
     def unload(self) -> None:
         """Release the runtime's resources. The default lets garbage collection do it."""
+
+    # Task-level entry points: called from a worker thread; a model implements those of its
+    # ``tasks``. ``cancelled`` is polled between tokens so an abandoned generation stops.
+    def generate(self, prompt: str, params: GenerationParams,
+                 cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
+        raise TaskUnsupported("text generation")
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
+             cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
+        raise TaskUnsupported("chat")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One float32 row per text, pooled (and normalised) the way the model prescribes."""
+        raise TaskUnsupported("embeddings")
+
+    def classify(self, texts: Sequence[str]) -> list[list[dict]]:
+        """Per text, every label with its score, best first: ``[{"label", "score"}]``."""
+        raise TaskUnsupported("text classification")
+
+    def fill_mask(self, text: str, top_k: int = 5) -> list[dict]:
+        raise TaskUnsupported("fill-mask")
+
+    def classify_image(self, image: bytes, top_k: int = 5) -> list[dict]:
+        raise TaskUnsupported("image classification")
+
+    def count_tokens(self, text: str) -> int:
+        raise TaskUnsupported("tokenization")
+
+    def context_length(self) -> int | None:
+        """The most tokens prompt plus completion may hold, where the model has a limit."""
+        return None
 
 
 class FormatPlugin(abc.ABC):

@@ -11,6 +11,7 @@ from ..metrics import Metrics
 from ..registry import Registry
 from .common import error_middleware
 from .mlos_api import MlosApi
+from .openai_api import OpenAIApi
 from .ops_api import OpsApi
 from .v2_api import V2Api
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     app.add_routes(mlos.routes("/v1"))
     app.add_routes(mlos.routes(""))
     app.add_routes(v2.routes())
+    app.add_routes(OpenAIApi(plane).routes())
 
     async def lifecycle(app: web.Application):
         await registry.start()

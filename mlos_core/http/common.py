@@ -46,36 +46,46 @@ def require_object(doc: Any, what: str = "request body") -> dict:
     return doc
 
 
-def error_body(status: int, code: str, message: str, model_id: str | None = None) -> dict:
-    """The one error shape: MLOS clients read status/message, Open Inference clients read error."""
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+def error_body(status: int, code: str, message: str, model_id: str | None = None, *, openai: bool = False) -> dict:
+    """The one error shape: MLOS clients read status/message, Open Inference clients read error;
+    on the OpenAI paths, OpenAI's own shape, which its clients parse."""
+    if openai:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
     body = {"status": "error", "error": message, "message": message, "code": code}
     if model_id:
         body["model_id"] = model_id
     return body
 
 
-def error_response(e: MLOSError) -> web.Response:
+def error_response(e: MLOSError, request: web.Request | None = None) -> web.Response:
     headers = {"Retry-After": str(max(1, int(round(e.retry_after or 1))))} if e.status == 503 else None
-    return json_response(error_body(e.status, e.code, e.message, e.model_id), e.status, headers)
+    openai = request is not None and request.path in OPENAI_PATHS
+    return json_response(error_body(e.status, e.code, e.message, e.model_id, openai=openai), e.status, headers)
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler):
+    openai = request.path in OPENAI_PATHS
     try:
         return await handler(request)
     except MLOSError as e:
-        return error_response(e)
+        return error_response(e, request)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(_too_large(request))
+        return error_response(_too_large(request), request)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         message = {404: f"no route for {request.method} {request.path}",
                    405: f"method {request.method} is not allowed on {request.path}"}.get(e.status, e.reason)
-        return json_response(error_body(e.status, e.reason.lower().replace(" ", "_"), message), e.status)
+        return json_response(error_body(e.status, e.reason.lower().replace(" ", "_"), message, openai=openai), e.status)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(error_body(500, "internal_error", "internal server error; see the server log"), 500)
+        return json_response(error_body(500, "internal_error", "internal server error; see the server log",
+                                        openai=openai), 500)
 
 
 def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:

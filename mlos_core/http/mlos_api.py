@@ -12,6 +12,7 @@ from ..plugins import all_plugins
 from ..registry import RegisterSpec, validate_options
 from ..smi import ModelMetadata
 from ..tensors import decode_flat_tensor, encode_json_data, v2_datatype
+from . import tasks_api
 from .common import describe_model, json_response, read_json, require_object
 
 # Keys of an inference body that steer a request rather than carry a tensor (the seeds send
@@ -109,6 +110,8 @@ class MlosApi:
         body = require_object(await read_json(request))
         if not body:
             raise BadRequest("no inputs: send named tensors, e.g. {\"input_ids\": [101, 2023, 102]}")
+        if tasks_api.is_task_request(body):
+            return await self._task_inference(request.match_info["model_id"], body, include)
         result = await self.plane.infer(request.match_info["model_id"], _flat_decoder(body), api="mlos")
         answer = {
             "status": "success",
@@ -127,12 +130,34 @@ class MlosApi:
             answer["output_datatypes"] = {k: v2_datatype(v.dtype) for k, v in result.outputs.items()}
         return json_response(answer)
 
+    async def _task_inference(self, model_name: str, body: dict, include: bool) -> web.Response:
+        task, outputs, result = await tasks_api.run(self.plane, model_name, body)
+        size = outputs.get("usage", {}).get("completion_tokens") if "usage" in outputs else None
+        if size is None:
+            first = next(iter(outputs.values()))
+            size = int(np.size(first)) if not isinstance(first, list) else len(first)
+        answer = {
+            "status": "success",
+            "model_id": result.model_id,
+            "model_version": result.model_id.rsplit("@", 1)[1] if "@" in result.model_id else "1",
+            "task": task,
+            "message": "Inference completed successfully",
+            "inference_time_us": result.compute_us,  # pre- and post-processing included
+            "queue_time_us": result.queue_us,
+            "total_time_us": result.total_us,
+            "output_size": size,
+        }
+        if include:
+            answer["outputs"] = outputs
+        return json_response(answer)
+
     async def get_model(self, request: web.Request) -> web.Response:
         entry = self.plane.registry.lookup(request.match_info["model_id"])
         model = describe_model(entry, with_io=True)
         # the model's fields at the top level (as the original's clients read them) and under
         # "model"; "status" is the answer's, the model's own state is "state"
-        return json_response({**model, "model": model, "state": entry.state.value, "status": "success"})
+        return json_response({**model, "model": model, "state": entry.state.value, "status": "success",
+                              **_openai_fields(model)})
 
     async def unregister(self, request: web.Request) -> web.Response:
         entry = await self.plane.registry.unregister(request.match_info["model_id"])
@@ -145,8 +170,7 @@ class MlosApi:
     async def list_models_v1(self, request: web.Request) -> web.Response:
         """One shape for MLOS and OpenAI clients: ``data`` as OpenAI's list, plus the MLOS fields."""
         models = [describe_model(e) for e in self.plane.registry.entries()]
-        data = [{"id": m["id"], "object": "model", "created": m["registered_at"], "owned_by": m["id"].split("/")[0]
-                 if "/" in m["id"] else "mlos", **m} for m in models]
+        data = [{**m, **_openai_fields(m)} for m in models]
         return json_response({"object": "list", "data": data, "status": "success", "models": models, "total": len(models)})
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -162,9 +186,17 @@ class MlosApi:
         return json_response({"status": "success", "plugins": out, "total": len(out)})
 
 
+def _openai_fields(m: dict) -> dict:
+    return {"object": "model", "created": m["registered_at"],
+            "owned_by": m["id"].split("/")[0] if "/" in m["id"] else "mlos"}
+
+
 _LOADS = {
     "onnx": ["a .onnx file (detected by its protobuf ModelProto)", "a directory holding one (model.onnx wins)",
              "an .axon package whose execution format is onnx"],
+    "gguf": ["a .gguf file (detected by its magic)", "an .axon package whose execution format is gguf"],
+    "safetensors": ["a Hugging Face model directory (config.json + *.safetensors + tokenizer), converted to ONNX",
+                    "a bare .safetensors file (tensors listed, not run)"],
 }
 
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from ..errors import UnprocessableModel
 from ..smi import FormatPlugin
+from .gguf_plugin import GgufPlugin
 from .onnx_plugin import OnnxPlugin
+from .safetensors_plugin import SafeTensorsPlugin
 
-_PLUGINS: dict[str, FormatPlugin] = {p.format: p for p in (OnnxPlugin(),)}
+_PLUGINS: dict[str, FormatPlugin] = {p.format: p for p in (OnnxPlugin(), SafeTensorsPlugin(), GgufPlugin())}
 
 
 def all_plugins() -> list[FormatPlugin]:

@@ -54,7 +54,15 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     "instances": (int, 0),
     "intra_op_threads": (int, 0),
     "inter_op_threads": (int, 0),
+    # GGUF runtime settings (llama.cpp)
+    "n_ctx": (int, 16),
+    "n_threads": (int, 1),
+    "n_batch": (int, 1),
+    # the task served (e.g. feature-extraction, text-generation), and a Jinja chat template
+    "task": (str, 0),
+    "chat_template": (str, 0),
 }
+_RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
 
 def validate_model_id(model_id: Any) -> str:
@@ -78,6 +86,11 @@ def validate_options(options: Any) -> dict[str, Any]:
         if key not in _OPTIONS:
             raise BadRequest(f"unknown option {key!r}; known options: {', '.join(_OPTIONS)}")
         kind, low = _OPTIONS[key]
+        if kind is str:
+            if not isinstance(value, str) or not value.strip() or len(value) > 100_000:
+                raise BadRequest(f"option {key} must be a non-empty string")
+            out[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
             raise BadRequest(f"option {key} must be a number >= {low}")
         if kind is int and value != int(value):
@@ -294,17 +307,14 @@ class Registry:
         try:
             source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
             plugin = plugin_for(source.format, entry.record.plugin_id)
-            options = LoadOptions(
-                intra_op_threads=entry.option("intra_op_threads", self.settings),
-                inter_op_threads=entry.option("inter_op_threads", self.settings),
-            )
+            options = self._load_options(entry, source)
             loop = asyncio.get_running_loop()
             if self.settings.memory_budget_mb > 0:
                 async with self._budget_lock:
                     await self._make_room(entry, _estimate_bytes(source))
-                    model = await loop.run_in_executor(self._load_executor, plugin.load, source, options)
+                    model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
             else:
-                model = await loop.run_in_executor(self._load_executor, plugin.load, source, options)
+                model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
         except ModelUnavailable:
             entry.state = previous if previous != State.LOADING else State.REGISTERED
             raise
@@ -333,6 +343,20 @@ class Registry:
         entry.last_used = time.monotonic()
         await asyncio.to_thread(self._store.set_state, entry.id, State.READY.value, None)
         log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
+
+    def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
+        """Register-time options win over the package manifest's ``x-mlos`` settings."""
+        ext = (source.manifest or {}).get("x-mlos") or {}
+        runtime = {k: v for k, v in (ext.get("runtime") or {}).items() if k in _RUNTIME_OPTIONS}
+        runtime.update({k: entry.record.options[k] for k in _RUNTIME_OPTIONS if k in entry.record.options})
+        return LoadOptions(
+            cache_dir=self.settings.data_path,
+            intra_op_threads=entry.option("intra_op_threads", self.settings),
+            inter_op_threads=entry.option("inter_op_threads", self.settings),
+            task=entry.record.options.get("task") or ext.get("task"),
+            chat_template=entry.record.options.get("chat_template") or ext.get("chat_template"),
+            extra=runtime,
+        )
 
     async def load(self, model_id: str) -> ModelEntry:
         entry = self.lookup(model_id)
@@ -426,6 +450,18 @@ class Registry:
             entry.last_used = time.monotonic()
             if entry.pending == 0:
                 entry.idle.set()
+
+
+def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
+    """The plugin loads the format; the task layer (tokenizer, pooling, labels, decoding) is
+    attached from the model's directory when the model has no task-level entry points itself."""
+    model = plugin.load(source, options)
+    if not model.tasks:
+        from ..tasks import attach
+
+        folder = source.package_dir or (source.model_path if source.model_path.is_dir() else source.model_path.parent)
+        model = attach(model, folder, options.task, chat_template=options.chat_template)
+    return model
 
 
 def _instances(configured: int, model: Model) -> int:

@@ -61,5 +61,5 @@ def test_plugin_id_must_match_format(models, tmp_path):
     assert plugin_for("onnx", "onnxruntime").id == "onnxruntime"
     with pytest.raises(UnprocessableModel, match="cannot load a onnx model"):
         plugin_for(src.format, "llama.cpp")
-    with pytest.raises(UnprocessableModel, match="no gguf plugin"):
-        plugin_for("gguf")
+    with pytest.raises(UnprocessableModel, match="no tflite plugin"):
+        plugin_for("tflite")

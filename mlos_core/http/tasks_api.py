@@ -1,0 +1,128 @@
+"""Task-level requests on the MLOS inference route: text, prompts, chat messages and images in,
+text, embeddings and labels out (the seeds' ``{"text": ...}``, ``{"input": ..., "max_length": 50}``,
+``{"prompt": ...}``), for any format whose model serves the task."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+import numpy as np
+
+from ..dataplane import DataPlane
+from ..errors import BadRequest
+from ..smi import CHAT, CLASSIFY, CLASSIFY_IMAGE, EMBED, FILL_MASK, GENERATE, Model
+from .params import generation_params, text_value
+
+TASK_KEYS = ("messages", "prompt", "text", "inputs", "input", "image")
+_TEXT_ORDER = (GENERATE, CLASSIFY, FILL_MASK, EMBED)
+_TASK_ALIASES = {"text-generation": GENERATE, "generate": GENERATE, "chat": CHAT, "feature-extraction": EMBED,
+                 "embed": EMBED, "embeddings": EMBED, "text-classification": CLASSIFY, "classify": CLASSIFY,
+                 "fill-mask": FILL_MASK, "image-classification": CLASSIFY_IMAGE, "classify-image": CLASSIFY_IMAGE}
+MAX_IMAGE_BYTES = 20 * 2**20
+
+
+def is_task_request(body: dict) -> bool:
+    """Text, prompts, messages or images, as opposed to named tensors (which are never strings)."""
+    for key in TASK_KEYS:
+        value = body.get(key)
+        if key == "messages" and isinstance(value, list):
+            return True
+        if isinstance(value, str) or (key == "text" and isinstance(value, list) and value
+                                      and all(isinstance(v, str) for v in value)):
+            return True
+    return False
+
+
+def _texts(value) -> list[str]:
+    if isinstance(value, str):
+        return [text_value(value, "text")]
+    if not value or len(value) > 2048:
+        raise BadRequest("text must be a string or a list of 1 to 2048 strings")
+    return [text_value(v, "text") for v in value]
+
+
+def _image(value) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest("image must be base64-encoded image bytes (a string)")
+    if value.startswith("data:"):
+        value = value.split(",", 1)[-1]
+    if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise BadRequest(f"image is over {MAX_IMAGE_BYTES // 2**20} MB")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("image is not valid base64") from None
+
+
+def _task_for(body: dict, model_tasks: frozenset[str]) -> str:
+    if body.get("task") is not None:
+        task = _TASK_ALIASES.get(body["task"]) if isinstance(body["task"], str) else None
+        if task is None:
+            raise BadRequest(f"unknown task {body['task']!r}; tasks: {', '.join(sorted(_TASK_ALIASES))}")
+        return task
+    if "messages" in body:
+        return CHAT
+    if "prompt" in body:
+        return GENERATE
+    if "image" in body:
+        return CLASSIFY_IMAGE
+    return next((t for t in _TEXT_ORDER if t in model_tasks), EMBED)
+
+
+async def run(plane: DataPlane, model_name: str, body: dict) -> tuple[str, dict, object]:
+    """Returns (task, outputs, TaskResult)."""
+    entry = plane.registry.lookup(model_name)
+    if entry.model is None:  # the task depends on what the model serves: load it first
+        await plane.registry.ensure_loaded(entry)
+    task = _task_for(body, entry.model.tasks if entry.model else frozenset())
+    if task in (GENERATE, CHAT):
+        params = generation_params(body, default_max_tokens=50, max_tokens_keys=("max_tokens", "max_length", "max_new_tokens"))
+        if task == CHAT:
+            messages = body.get("messages")
+
+            def call(m: Model):
+                return _collect(m.chat(messages, params))
+        else:
+            prompt = text_value(next(body[k] for k in ("prompt", "text", "inputs", "input") if k in body), "prompt")
+
+            def call(m: Model):
+                return _collect(m.generate(prompt, params))
+        result = await plane.run_task(model_name, call, api="mlos")
+        text, finish, usage = result.value
+        return task, {"generated_text": text, "text": text, "finish_reason": finish, "usage": usage}, result
+    if task == CLASSIFY_IMAGE:
+        image = _image(body.get("image"))
+        top_k = _top_k(body)
+        result = await plane.run_task(model_name, lambda m: m.classify_image(image, top_k), api="mlos")
+        return task, {"labels": result.value, "label": result.value[0]["label"] if result.value else None}, result
+    texts = _texts(next(body[k] for k in ("text", "inputs", "input", "prompt") if k in body))
+    if task == EMBED:
+        result = await plane.run_task(model_name, lambda m: m.embed(texts), api="mlos")
+        emb = np.asarray(result.value, dtype=np.float32)
+        return task, {"embeddings": emb, "dimensions": int(emb.shape[-1])}, result
+    if task == CLASSIFY:
+        result = await plane.run_task(model_name, lambda m: m.classify(texts), api="mlos")
+        first = result.value[0][0] if result.value and result.value[0] else {}
+        return task, {"labels": result.value, "label": first.get("label"), "score": first.get("score")}, result
+    if task == FILL_MASK:
+        top_k = _top_k(body)
+        result = await plane.run_task(model_name, lambda m: [m.fill_mask(t, top_k) for t in texts], api="mlos")
+        return task, {"predictions": result.value if len(texts) > 1 else result.value[0]}, result
+    raise BadRequest(f"task {task} is not served on this route")
+
+
+def _top_k(body: dict) -> int:
+    k = body.get("top_k", 5)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+        raise BadRequest("top_k must be an integer between 1 and 1000")
+    return k
+
+
+def _collect(chunks) -> tuple[str, str | None, dict]:
+    parts, last = [], None
+    for chunk in chunks:
+        parts.append(chunk.text)
+        last = chunk
+    usage = {"prompt_tokens": last.prompt_tokens if last else 0, "completion_tokens": last.completion_tokens if last else 0}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return "".join(parts), last.finish_reason if last else None, usage

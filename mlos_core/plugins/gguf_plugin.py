@@ -1,0 +1,520 @@
+"""GGUF models on llama.cpp (llama-cpp-python).
+
+Load settings come from ``LoadOptions.extra`` (the registry fills it from the register request,
+else the package manifest's ``x-mlos.runtime``): ``n_ctx`` (default 2048, capped at the model's
+trained context), ``n_threads`` (default ``intra_op_threads`` when set, else the physical cores),
+``n_batch`` (default 512) and ``seed``.
+
+Tasks: ``generate``, ``chat`` and ``embed``. Raw ``infer`` takes a BYTES tensor ``prompt`` of
+shape [N] and returns a BYTES tensor ``text`` of shape [N]: one completion per prompt, generated
+greedily (temperature 0) with the other ``GenerationParams`` defaults (at most 128 tokens).
+
+llama.cpp contexts are not thread-safe. The core's scheduler runs one call at a time per model;
+each ``Llama`` is also guarded by a lock here, held for a whole generation (tokenizing reads
+only the vocabulary and takes no lock).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .. import chat as chatlib
+from ..errors import BadRequest, InferenceFailed, InvalidTensor, UnprocessableModel
+from ..smi import (CHAT, EMBED, GENERATE, FormatPlugin, GenerationChunk, GenerationParams, LoadOptions, Model,
+                   ModelMetadata, ModelSource, TensorSpec)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N_CTX = 2048
+DEFAULT_N_BATCH = 512
+INFER_PARAMS = GenerationParams(temperature=0.0)
+
+# ---- llama.cpp's log -----------------------------------------------------------------------------
+# llama-cpp-python 0.3.x maps ggml's log levels with a stale table (errors come out as DEBUG and
+# are dropped, some warnings are printed to stderr even with verbose=False). We route the log to
+# Python logging instead, and capture the error lines of a load to say why it failed.
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_log_state = threading.local()
+_log_installed = False
+_log_lock = threading.Lock()
+_llama_log = logging.getLogger("llama.cpp")
+_llama_log.addHandler(logging.NullHandler())  # no stderr noise unless the application logs
+
+
+def _on_llama_log(level: int, text: bytes, _user_data) -> None:
+    try:
+        msg = text.decode("utf-8", "replace")
+        last = getattr(_log_state, "level", logging.DEBUG)
+        py_level = _GGML_LEVELS.get(level, last) if level != 5 else last  # 5: continues the last
+        _log_state.level = py_level
+        captured = getattr(_log_state, "captured", None)
+        if captured is not None and py_level >= logging.WARNING:
+            captured.append(msg)
+        if _llama_log.isEnabledFor(py_level) and msg.strip():
+            _llama_log.log(py_level, "%s", msg.rstrip())
+    except Exception:  # never let an exception cross into C
+        pass
+
+
+def _install_log() -> None:
+    global _log_installed, _c_callback
+    with _log_lock:
+        if _log_installed:
+            return
+        import llama_cpp
+
+        _c_callback = llama_cpp.llama_log_callback(_on_llama_log)  # kept alive at module level
+        llama_cpp.llama_log_set(_c_callback, ctypes.c_void_p(0))
+        _log_installed = True
+
+
+def _load_reason(captured: list[str], fallback: str) -> str:
+    """The specific error lines llama.cpp logged while loading, before its generic summary."""
+    lines = []
+    for m in captured:
+        for ln in m.splitlines():
+            ln = ln.strip()
+            if ln and ln not in lines:
+                lines.append(ln)
+    specific = [ln for ln in lines if "failed to load model" not in ln]
+    generic = [ln.split("error loading model:", 1)[1].strip() for ln in lines if "error loading model:" in ln]
+    return "; ".join((specific or generic)[:3]) or fallback
+
+
+# ---- options -------------------------------------------------------------------------------------
+
+def physical_cores() -> int:
+    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    cores = set()
+    try:
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+        if core is not None:
+            cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(available, len(cores) or available))
+
+
+def _positive_int(extra: Mapping[str, Any], key: str) -> int | None:
+    if key not in extra or extra[key] is None:
+        return None
+    value = extra[key]
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit() \
+            or int(value) <= 0:
+        raise BadRequest(f"option {key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _arch_int(metadata: Mapping[str, str], arch: str, key: str) -> int | None:
+    try:
+        return int(float(metadata[f"{arch}.{key}"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _check_text(text: Any, what: str) -> bytes:
+    if isinstance(text, bytes):
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{what} is not valid UTF-8 (bad byte at offset {e.start})") from None
+        data = text
+    elif isinstance(text, str):
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadRequest(f"{what} is not valid UTF-8 text (unpaired surrogate at position {e.start})") from None
+    else:
+        raise BadRequest(f"{what} must be a string, got {type(text).__name__}")
+    if not data.strip():
+        raise BadRequest(f"{what} is empty")
+    return data
+
+
+def _check_params(params: GenerationParams) -> None:
+    if isinstance(params.max_tokens, bool) or not isinstance(params.max_tokens, int) or params.max_tokens <= 0:
+        raise BadRequest(f"max_tokens must be a positive integer, got {params.max_tokens!r}")
+    if not params.temperature >= 0:
+        raise BadRequest(f"temperature must be 0 (greedy) or more, got {params.temperature!r}")
+    if not 0 < params.top_p <= 1:
+        raise BadRequest(f"top_p must be in (0, 1], got {params.top_p!r}")
+    if isinstance(params.top_k, bool) or not isinstance(params.top_k, int) or params.top_k < 0:
+        raise BadRequest(f"top_k must be 0 (off) or a positive integer, got {params.top_k!r}")
+    if not params.repetition_penalty > 0:
+        raise BadRequest(f"repetition_penalty must be positive, got {params.repetition_penalty!r}")
+    for s in params.stop:
+        if not isinstance(s, str) or not s:
+            raise BadRequest(f"stop sequences must be non-empty strings, got {s!r}")
+
+
+class _Counter:
+    """The stopping criterion handed to llama.cpp: counts sampled tokens and stops the generation
+    as soon as the request is cancelled (between two tokens, not just two streamed chunks)."""
+
+    def __init__(self, cancelled: Callable[[], bool]):
+        self.calls = 0
+        self.cancelled = cancelled
+        self.stopped = False
+        self.sampled_before_stop = 0
+
+    def __call__(self, input_ids, logits) -> bool:
+        self.calls += 1
+        if not self.stopped and self.cancelled():
+            self.stop(self.calls - 1)  # this call's token is dropped
+        return self.stopped
+
+    def stop(self, sampled: int) -> None:
+        self.stopped = True
+        self.sampled_before_stop = sampled
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could begin a stop sequence."""
+    best = 0
+    for s in stops:
+        for i in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:i]):
+                best = i
+                break
+    return best
+
+
+# ---- the model -----------------------------------------------------------------------------------
+
+class GgufModel(Model):
+    tasks = frozenset({GENERATE, CHAT, EMBED})
+
+    def __init__(self, llm, source: ModelSource, options: LoadOptions, n_threads: int, n_batch: int):
+        self._llm = llm
+        self._lock = threading.Lock()
+        self._embedder = None
+        self._embed_lock = threading.Lock()
+        self._path = str(source.model_path)
+        self._n_threads = n_threads
+        self._n_batch = n_batch
+        self._n_ctx = int(llm.n_ctx())
+        md = dict(llm.metadata or {})
+        self._meta = md
+        arch = md.get("general.architecture", "")
+        self._arch = arch
+        self._trained_ctx = int(llm._model.n_ctx_train())
+        self._template, self._template_source = chatlib.select_template(
+            options.chat_template, md.get("tokenizer.chat_template"), arch)
+        self._end_markers = chatlib.end_of_turn_markers(self._template)
+        self._bos_id = llm.token_bos()
+        self._eos_id = llm.token_eos()
+        self._bos = self._token_text(self._bos_id)
+        self._eos = self._token_text(self._eos_id)
+        self._add_bos = bool(llm._model.add_bos_token())
+        self._file_bytes = os.path.getsize(self._path)
+        self._kv_bytes = self._kv_estimate(self._n_ctx)
+        self.metadata = ModelMetadata(
+            inputs=(TensorSpec("prompt", np.dtype(object), (-1,)),),
+            outputs=(TensorSpec("text", np.dtype(object), (-1,)),),
+            platform="llama.cpp_gguf",
+            batchable=False,
+            properties={
+                "architecture": arch,
+                "name": md.get("general.name", ""),
+                "size_label": md.get("general.size_label", ""),
+                "context_length": self._n_ctx,
+                "trained_context_length": self._trained_ctx,
+                "n_threads": n_threads,
+                "n_batch": n_batch,
+                "chat_template_source": self._template_source,
+                "vocab_size": int(llm.n_vocab()),
+                "embedding_length": int(llm.n_embd()),
+            },
+        )
+
+    # -- helpers --
+    def _token_text(self, token: int) -> str:
+        if token is None or token < 0:
+            return ""
+        try:
+            return self._llm._model.token_get_text(token)
+        except Exception:
+            return ""
+
+    def _kv_estimate(self, n_ctx: int) -> int:
+        """f16 K and V for every layer and position (llama.cpp's default cache types)."""
+        md, arch = self._meta, self._arch
+        layers = _arch_int(md, arch, "block_count")
+        heads = _arch_int(md, arch, "attention.head_count")
+        kv_heads = _arch_int(md, arch, "attention.head_count_kv") or heads
+        embd = _arch_int(md, arch, "embedding_length")
+        if not (layers and heads and kv_heads and embd):
+            return 0
+        k = _arch_int(md, arch, "attention.key_length") or embd // heads
+        v = _arch_int(md, arch, "attention.value_length") or embd // heads
+        return layers * n_ctx * kv_heads * (k + v) * 2
+
+    def _llama(self):
+        if self._llm is None:
+            raise InferenceFailed("the model has been unloaded")
+        return self._llm
+
+    def _tokenize_prompt(self, data: bytes) -> list[int]:
+        """Tokens as ``create_completion`` makes them from a string prompt: special tokens
+        parsed, BOS/EOS added as the vocabulary says."""
+        return self._llama().tokenize(data, add_bos=True, special=True)
+
+    # -- tasks --
+    def count_tokens(self, text: str) -> int:
+        data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+        if not data:
+            return 0
+        return len(self._tokenize_prompt(data))  # the vocabulary is read-only: no context lock
+
+    def context_length(self) -> int | None:
+        return self._n_ctx
+
+    def generate(self, prompt: str, params: GenerationParams,
+                 cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
+        data = _check_text(prompt, "prompt")
+        _check_params(params)
+        tokens = self._tokenize_prompt(data)
+        return self._stream(tokens, params, cancelled, params.stop)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
+             cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
+        prompt = self.render_chat(messages)
+        _check_params(params)
+        data = _check_text(prompt, "the rendered chat prompt")
+        tokens = self._llama().tokenize(data, add_bos=False, special=True)
+        if self._add_bos and self._bos_id >= 0 and tokens[:1] != [self._bos_id]:
+            tokens = [self._bos_id] + tokens
+        stops = tuple(params.stop) + tuple(m for m in self._end_markers if m not in params.stop)
+        return self._stream(tokens, params, cancelled, stops)
+
+    def render_chat(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
+        """The prompt text ``chat`` generates from (exposed for inspection and tests)."""
+        validated = chatlib.validate_messages(messages)
+        return chatlib.render(validated, self._template, bos_token=self._bos, eos_token=self._eos,
+                              add_generation_prompt=add_generation_prompt)
+
+    def _stream(self, tokens: list[int], params: GenerationParams, cancelled: Callable[[], bool],
+                stops: Sequence[str]) -> Iterator[GenerationChunk]:
+        n_prompt = len(tokens)
+        if n_prompt + params.max_tokens > self._n_ctx:
+            raise BadRequest(
+                f"the prompt takes {n_prompt} tokens and max_tokens is {params.max_tokens}: together "
+                f"{n_prompt + params.max_tokens}, more than this model's context of {self._n_ctx} tokens")
+        return self._run(tokens, params, cancelled, tuple(stops))
+
+    def _run(self, tokens, params, cancelled, stops) -> Iterator[GenerationChunk]:
+        counter = _Counter(cancelled)
+        import llama_cpp
+
+        with self._lock:
+            llm = self._llama()
+            stream = llm.create_completion(
+                tokens, stream=True, max_tokens=params.max_tokens,
+                temperature=float(params.temperature), top_p=float(params.top_p), top_k=int(params.top_k),
+                min_p=0.0, typical_p=1.0, repeat_penalty=float(params.repetition_penalty),
+                seed=params.seed, stop=None,  # stop strings are handled in the loop below
+                stopping_criteria=llama_cpp.StoppingCriteriaList([counter]),
+            )
+            pending = ""
+            finish = None
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    text = choice.get("text") or ""
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                        break
+                    pending += text
+                    if counter.stopped or cancelled():
+                        if not counter.stopped:
+                            counter.stop(counter.calls)
+                        break
+                    if not text:
+                        continue
+                    if stops:
+                        hits = [pending.index(s) for s in stops if s in pending]
+                        if hits:
+                            cut = min(hits)
+                            if cut:
+                                yield GenerationChunk(pending[:cut])
+                            pending = ""
+                            finish = "stop-sequence"
+                            break
+                        keep = _held_back(pending, stops)
+                    else:
+                        keep = 0
+                    out, pending = (pending[:len(pending) - keep], pending[len(pending) - keep:]) if keep \
+                        else (pending, "")
+                    if out:
+                        yield GenerationChunk(out)
+            except (ValueError, RuntimeError) as e:  # llama_decode failures and the like
+                raise InferenceFailed(f"llama.cpp failed while generating: {e}") from None
+            finally:
+                stream.close()
+            # The counter is called once per sampled token, and once more after the loop when
+            # llama.cpp finishes by itself; an end-of-generation token is sampled, not returned.
+            if counter.stopped:
+                finish, completion = "cancelled", counter.sampled_before_stop
+            elif finish == "stop-sequence":
+                finish, completion = "stop", counter.calls
+            elif finish == "stop":
+                completion = max(0, counter.calls - 2)
+            else:
+                finish, completion = finish or "length", max(0, counter.calls - 1)
+            yield GenerationChunk(pending, finish_reason=finish, prompt_tokens=len(tokens),
+                                  completion_tokens=completion)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise BadRequest(f"input must be a list of strings, got {type(texts).__name__}")
+        if not texts:
+            raise BadRequest("input is empty: give at least one text to embed")
+        encoded = [_check_text(t, f"input[{i}]") for i, t in enumerate(texts)]
+        with self._embed_lock:
+            emb = self._embedding_llama()
+            for i, data in enumerate(encoded):
+                n = len(emb.tokenize(data, add_bos=True, special=False))
+                if n > emb.n_batch:
+                    raise BadRequest(f"input[{i}] takes {n} tokens, more than the {emb.n_batch} this model "
+                                     "embeds at once")
+            try:
+                rows = emb.embed([d.decode("utf-8") for d in encoded], normalize=False, truncate=False)
+            except ValueError as e:
+                raise InferenceFailed(f"llama.cpp refused the input: {e}") from None
+        out = np.asarray(rows, dtype=np.float32)
+        if out.ndim != 2:  # a model without pooling returned per-token rows
+            raise InferenceFailed("llama.cpp returned unpooled embeddings for this model")
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def _embedding_llama(self):
+        """llama.cpp computes embeddings only in a context made for them: a second Llama over
+        the same (memory-mapped, so shared) weights, made on first use, mean-pooled."""
+        if self._embedder is None:
+            if self._llm is None:
+                raise InferenceFailed("the model has been unloaded")
+            import llama_cpp
+
+            n = min(self._n_ctx, 2048)
+            try:
+                self._embedder = llama_cpp.Llama(
+                    self._path, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                    n_ctx=n, n_batch=n, n_ubatch=n, n_threads=self._n_threads, verbose=False)
+            except Exception as e:
+                raise InferenceFailed(f"llama.cpp could not make an embedding context: {e}") from None
+            self._kv_bytes += self._kv_estimate(n)
+        return self._embedder
+
+    def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        if set(inputs) != {"prompt"}:
+            raise InvalidTensor(f"this model takes one BYTES tensor 'prompt', got {sorted(inputs)}")
+        arr = np.asarray(inputs["prompt"])
+        if arr.ndim != 1:
+            raise InvalidTensor(f"tensor 'prompt' must have shape [N], got {list(arr.shape)}")
+        texts = []
+        for i, value in enumerate(arr.tolist()):
+            chunks = self.generate(_as_text(value, f"prompt[{i}]"), INFER_PARAMS)
+            texts.append("".join(c.text for c in chunks))
+        return {"text": np.array(texts, dtype=object)}
+
+    def memory_bytes(self) -> int:
+        return self._file_bytes + self._kv_bytes
+
+    def unload(self) -> None:
+        for attr, lock in (("_llm", self._lock), ("_embedder", self._embed_lock)):
+            with lock:
+                llm = getattr(self, attr)
+                setattr(self, attr, None)
+                if llm is not None:
+                    try:
+                        llm.close()
+                    except Exception:
+                        log.debug("closing a llama.cpp context failed", exc_info=True)
+
+
+def _as_text(value: Any, what: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"{what} is not valid UTF-8 (bad byte at offset {e.start})") from None
+    if isinstance(value, str):
+        return value
+    raise InvalidTensor(f"{what} must be a string, got {type(value).__name__}")
+
+
+# ---- the plugin ----------------------------------------------------------------------------------
+
+class GgufPlugin(FormatPlugin):
+    id = "llama.cpp"
+    format = "gguf"
+    description = "GGUF models on llama.cpp (llama-cpp-python), CPU: text generation, chat, embeddings"
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            import llama_cpp
+        except Exception as e:  # ImportError, or OSError when the shared library does not load
+            return False, f"llama_cpp (llama-cpp-python) does not import: {e}"
+        return True, getattr(llama_cpp, "__version__", "unknown version")
+
+    def load(self, source: ModelSource, options: LoadOptions) -> Model:
+        import llama_cpp
+
+        extra = dict(options.extra or {})
+        n_ctx = _positive_int(extra, "n_ctx")
+        n_threads = _positive_int(extra, "n_threads") or (
+            int(options.intra_op_threads) if options.intra_op_threads and options.intra_op_threads > 0
+            else physical_cores())
+        n_batch = _positive_int(extra, "n_batch") or DEFAULT_N_BATCH
+        seed = extra.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise BadRequest(f"option seed must be a non-negative integer, got {seed!r}")
+        path = str(source.model_path)
+        if not os.path.isfile(path):
+            raise UnprocessableModel(f"{path}: no such GGUF file")
+
+        def make(ctx: int):
+            kwargs = dict(n_ctx=ctx, n_threads=n_threads, n_batch=min(n_batch, ctx), verbose=False)
+            if seed is not None:
+                kwargs["seed"] = seed
+            return llama_cpp.Llama(path, **kwargs)
+
+        _install_log()
+        _log_state.captured = []
+        try:
+            llm = make(n_ctx or DEFAULT_N_CTX)
+            trained = int(llm._model.n_ctx_train())
+            if n_ctx is None and 0 < trained < DEFAULT_N_CTX:
+                llm.close()  # the default context is more than the model was trained on
+                llm = make(trained)
+        except Exception as e:
+            reason = _load_reason(_log_state.captured, str(e) or type(e).__name__)
+            raise UnprocessableModel(f"llama.cpp could not load {source.model_path.name}: {reason}") from None
+        finally:
+            _log_state.captured = None
+        try:
+            return GgufModel(llm, source, options, n_threads, min(n_batch, int(llm.n_ctx())))
+        except Exception:
+            llm.close()
+            raise
