@@ -109,9 +109,11 @@ _BUILTIN = {
     "mistral": MISTRAL, "mistral3": MISTRAL,
 }
 
-# Markers that end an assistant turn, by template family: generation also stops at them (most
-# runtimes stop at them as end-of-generation tokens already; this catches the rest).
-_END_OF_TURN = ("<end_of_turn>", "<|eot_id|>", "<|im_end|>", "<|end|>")
+# Markers that end a turn or begin the next one, by template family: a chat generation stops at
+# them (runtimes stop at end-of-turn tokens already; a base model may instead go on to write the
+# next turn's header, which these catch).
+_TURN_MARKERS = ("<end_of_turn>", "<start_of_turn>", "<|eot_id|>", "<|start_header_id|>", "<|im_end|>",
+                 "<|im_start|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "[INST]")
 
 
 def builtin_template(architecture: str | None) -> str | None:
@@ -134,9 +136,13 @@ def select_template(override: str | None, embedded: str | None, architecture: st
     return CHATML, "builtin:chatml"
 
 
-def end_of_turn_markers(template: str) -> tuple[str, ...]:
-    """The known end-of-turn markers a template writes (e.g. ``<end_of_turn>`` for Gemma)."""
-    return tuple(m for m in _END_OF_TURN if m in template)
+def turn_markers(template: str) -> tuple[str, ...]:
+    """The known turn markers a template writes (for Gemma ``<end_of_turn>`` and
+    ``<start_of_turn>``): the assistant's reply ends where one of them would appear."""
+    return tuple(m for m in _TURN_MARKERS if m in template)
+
+
+end_of_turn_markers = turn_markers  # the name mlos_core.tasks.generation uses
 
 
 # ---- validation --------------------------------------------------------------------------------
@@ -248,3 +254,4 @@ def render(messages: Sequence[dict], template: str, *, bos_token: str = "", eos_
         raise BadRequest(f"the chat template failed: {e}") from None
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError) as e:
         raise BadRequest(f"the chat template failed: {type(e).__name__}: {e}") from None
+

@@ -172,14 +172,23 @@ class _Counter:
     """The stopping criterion handed to llama.cpp: counts sampled tokens and stops the generation
     as soon as the request is cancelled (between two tokens, not just two streamed chunks)."""
 
-    def __init__(self, cancelled: Callable[[], bool]):
+    def __init__(self, cancelled: Callable[[], bool], n_prompt: int, stop_ids: frozenset[int] = frozenset()):
         self.calls = 0
         self.cancelled = cancelled
         self.stopped = False
         self.sampled_before_stop = 0
+        self.n_prompt = n_prompt
+        self.stop_ids = stop_ids
+        self.turn_ended = False
 
     def __call__(self, input_ids, logits) -> bool:
         self.calls += 1
+        # input_ids ends with the token sampled before this one: stop after a turn marker token
+        if self.stop_ids and not self.turn_ended and len(input_ids) > self.n_prompt \
+                and int(input_ids[-1]) in self.stop_ids:
+            self.turn_ended = True
+        if self.turn_ended:
+            return True
         if not self.stopped and self.cancelled():
             self.stop(self.calls - 1)  # this call's token is dropped
         return self.stopped
@@ -221,7 +230,8 @@ class GgufModel(Model):
         self._trained_ctx = int(llm._model.n_ctx_train())
         self._template, self._template_source = chatlib.select_template(
             options.chat_template, md.get("tokenizer.chat_template"), arch)
-        self._end_markers = chatlib.end_of_turn_markers(self._template)
+        self._turn_markers = chatlib.turn_markers(self._template)
+        self._turn_token_ids = self._single_tokens(self._turn_markers)
         self._bos_id = llm.token_bos()
         self._eos_id = llm.token_eos()
         self._bos = self._token_text(self._bos_id)
@@ -256,6 +266,15 @@ class GgufModel(Model):
             return self._llm._model.token_get_text(token)
         except Exception:
             return ""
+
+    def _single_tokens(self, markers: Sequence[str]) -> frozenset[int]:
+        """The markers that are one (special) token in this vocabulary, as token ids."""
+        ids = set()
+        for m in markers:
+            toks = self._llm.tokenize(m.encode("utf-8"), add_bos=False, special=True)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return frozenset(ids)
 
     def _kv_estimate(self, n_ctx: int) -> int:
         """f16 K and V for every layer and position (llama.cpp's default cache types)."""
@@ -305,8 +324,8 @@ class GgufModel(Model):
         tokens = self._llama().tokenize(data, add_bos=False, special=True)
         if self._add_bos and self._bos_id >= 0 and tokens[:1] != [self._bos_id]:
             tokens = [self._bos_id] + tokens
-        stops = tuple(params.stop) + tuple(m for m in self._end_markers if m not in params.stop)
-        return self._stream(tokens, params, cancelled, stops)
+        stops = tuple(params.stop) + tuple(m for m in self._turn_markers if m not in params.stop)
+        return self._stream(tokens, params, cancelled, stops, self._turn_token_ids)
 
     def render_chat(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
         """The prompt text ``chat`` generates from (exposed for inspection and tests)."""
@@ -315,16 +334,16 @@ class GgufModel(Model):
                               add_generation_prompt=add_generation_prompt)
 
     def _stream(self, tokens: list[int], params: GenerationParams, cancelled: Callable[[], bool],
-                stops: Sequence[str]) -> Iterator[GenerationChunk]:
+                stops: Sequence[str], stop_ids: frozenset[int] = frozenset()) -> Iterator[GenerationChunk]:
         n_prompt = len(tokens)
         if n_prompt + params.max_tokens > self._n_ctx:
             raise BadRequest(
                 f"the prompt takes {n_prompt} tokens and max_tokens is {params.max_tokens}: together "
                 f"{n_prompt + params.max_tokens}, more than this model's context of {self._n_ctx} tokens")
-        return self._run(tokens, params, cancelled, tuple(stops))
+        return self._run(tokens, params, cancelled, tuple(stops), stop_ids)
 
-    def _run(self, tokens, params, cancelled, stops) -> Iterator[GenerationChunk]:
-        counter = _Counter(cancelled)
+    def _run(self, tokens, params, cancelled, stops, stop_ids) -> Iterator[GenerationChunk]:
+        counter = _Counter(cancelled, len(tokens), stop_ids)
         import llama_cpp
 
         with self._lock:
@@ -373,7 +392,8 @@ class GgufModel(Model):
             finally:
                 stream.close()
             # The counter is called once per sampled token, and once more after the loop when
-            # llama.cpp finishes by itself; an end-of-generation token is sampled, not returned.
+            # llama.cpp finishes by itself; an end-of-generation token is sampled, not returned,
+            # and so is the token sampled after a turn marker (the marker itself is counted).
             if counter.stopped:
                 finish, completion = "cancelled", counter.sampled_before_stop
             elif finish == "stop-sequence":

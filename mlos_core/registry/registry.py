@@ -122,7 +122,6 @@ class ModelEntry:
         self.source: ModelSource | None = None
         self.model: Model | None = None
         self.scheduler: ModelScheduler | None = None
-        self.memory_bytes = 0
         self.pending = 0
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()
@@ -133,6 +132,11 @@ class ModelEntry:
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def memory_bytes(self) -> int:
+        """Read live: a model's footprint can grow after load (a GGUF's embedding context)."""
+        return self.model.memory_bytes() if self.model is not None else 0
 
     def option(self, name: str, settings: Settings):
         return self.record.options.get(name, getattr(settings, name))
@@ -329,7 +333,6 @@ class Registry:
             raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id) from None
         entry.source = source
         entry.model = model
-        entry.memory_bytes = model.memory_bytes()
         hook = self.metrics.execution_hook(entry.id) if self.metrics else None
         entry.scheduler = ModelScheduler(
             model, self.executor,
@@ -378,7 +381,6 @@ class Registry:
         """Synchronously take the model away from new requests; the caller awaits the cleanup."""
         model, scheduler = entry.model, entry.scheduler
         entry.model = entry.scheduler = None
-        entry.memory_bytes = 0
         entry.state = state
         return model, scheduler
 

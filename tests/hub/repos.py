@@ -72,7 +72,7 @@ def gemma_gguf() -> Path:
 
 # ---- tiny random-weight transformers models -------------------------------------------------------
 
-TINY_KINDS = ("bert", "bert-classifier", "gpt2")
+TINY_KINDS = ("bert", "bert-classifier", "gpt2", "vit")
 
 _CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -176,6 +176,12 @@ def _build_tiny(kind: str, dest: Path) -> None:
         config = tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
                                bos_token_id=eos, eos_token_id=eos)
         model = tf.GPT2LMHeadModel(config)
+    elif kind == "vit":
+        labels = {0: "cat", 1: "dog", 2: "bird"}
+        config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, id2label=labels, label2id={v: k for k, v in labels.items()})
+        model = tf.ViTForImageClassification(config)
+        tokenizer = tf.ViTImageProcessor(size={"height": 32, "width": 32})  # its pre-processing, saved alike
     else:
         raise ValueError(f"unknown tiny model kind {kind!r}; known: {TINY_KINDS}")
     model.eval()

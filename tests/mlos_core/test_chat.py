@@ -68,8 +68,9 @@ def test_builtin_lookup_and_selection():
     assert chat.select_template(None, "emb", "gemma3") == ("emb", "gguf")
     assert chat.select_template(None, None, "gemma3") == (chat.GEMMA, "builtin:gemma3")
     assert chat.select_template(None, None, "mamba") == (chat.CHATML, "builtin:chatml")
-    assert chat.end_of_turn_markers(chat.GEMMA) == ("<end_of_turn>",)
-    assert chat.end_of_turn_markers(chat.LLAMA3) == ("<|eot_id|>",)
+    assert chat.turn_markers(chat.GEMMA) == ("<end_of_turn>", "<start_of_turn>")
+    assert chat.turn_markers(chat.LLAMA3) == ("<|eot_id|>", "<|start_header_id|>")
+    assert chat.turn_markers(chat.CHATML) == ("<|im_end|>", "<|im_start|>")
 
 
 def test_render_gemma():

@@ -9,7 +9,7 @@ import pytest
 
 from mlos_core.errors import BadRequest, InvalidTensor, UnprocessableModel
 from mlos_core.plugins import plugin_for
-from mlos_core.plugins.gguf_plugin import GgufPlugin, physical_cores
+from mlos_core.plugins.gguf_plugin import GgufPlugin, _Counter, physical_cores
 from mlos_core.smi import CHAT, EMBED, GENERATE, GenerationParams, LoadOptions, ModelSource
 from mlos_core.sources import resolve
 
@@ -156,6 +156,16 @@ def test_chat_renders_gemma_builtin_template_and_matches_llama_cpp(model, direct
     assert _text(chunks) == ref["choices"][0]["text"]
     assert chunks[-1].finish_reason == ref["choices"][0]["finish_reason"]
     assert (chunks[-1].prompt_tokens, chunks[-1].completion_tokens) == (len(tokens), ref["usage"]["completion_tokens"])
+
+
+def test_chat_stops_after_a_turn_marker_token(model, direct):
+    # Gemma's <start_of_turn> and <end_of_turn> are single special tokens; chat stops after either
+    ids = [direct.tokenize(m.encode(), add_bos=False, special=True) for m in ("<start_of_turn>", "<end_of_turn>")]
+    assert model._turn_token_ids == {ids[0][0], ids[1][0]} and all(len(t) == 1 for t in ids)
+    counter = _Counter(lambda: False, n_prompt=3, stop_ids=frozenset({ids[0][0]}))
+    assert not counter(np.array([1, 2, ids[0][0]]), None)  # a marker in the prompt does not count
+    assert not counter(np.array([1, 2, ids[0][0], 7]), None)
+    assert counter(np.array([1, 2, ids[0][0], 7, ids[0][0]]), None) and counter.turn_ended
 
 
 # ---- embeddings and tokens -------------------------------------------------------------------------

@@ -99,13 +99,7 @@ def gpt2_no_past(work, gpt2) -> Converted:
 @pytest.fixture(scope="module")
 def vit(work) -> Converted:
     src = work / "vit"
-    torch.manual_seed(2)
-    labels = {0: "cat", 1: "dog", 2: "bird"}
-    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=64, id2label=labels,
-                                    label2id={v: k for k, v in labels.items()})
-    transformers.ViTForImageClassification(config).eval().save_pretrained(src, safe_serialization=True)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(src)
+    repos.tiny_model_files("vit", src)
     return _convert(src, work / "vit-onnx", work)
 
 
