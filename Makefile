@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test bench bench-core clean
+.PHONY: setup run test bench bench-core bench-llm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,19 @@ run: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
-bench: bench-core
+bench: bench-core bench-llm
 
 bench-core: setup
 	mkdir -p $(BENCH_DIR)
 	$(PY) -m pytest benchmarks/test_core.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/core.json -q
 	$(PY) -m benchmarks.report $(BENCH_DIR)/core.json
+
+bench-llm: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_llm.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/llm.json -q
+	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -104,6 +104,8 @@ class Model(abc.ABC):
     metadata: ModelMetadata
     # the task-level entry points this model serves (see the task names above)
     tasks: frozenset[str] = frozenset()
+    # how many calls the runtime can run at once on this model (None: no limit of its own)
+    max_concurrency: int | None = None
 
     @abc.abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:

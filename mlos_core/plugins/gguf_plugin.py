@@ -213,6 +213,7 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 class GgufModel(Model):
     tasks = frozenset({GENERATE, CHAT, EMBED})
+    max_concurrency = 1  # a llama.cpp context is not thread-safe: requests queue in the scheduler
 
     def __init__(self, llm, source: ModelSource, options: LoadOptions, n_threads: int, n_batch: int):
         self._llm = llm

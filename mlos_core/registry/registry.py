@@ -470,9 +470,8 @@ def _instances(configured: int, model: Model) -> int:
     """0 means automatic: a batching model keeps one execution busy with whole batches; a model
     that cannot batch runs two requests at once, so the next one is already in the runtime
     while the event loop hands the last answer back (measured: benchmarks/, README)."""
-    if configured:
-        return configured
-    return 1 if model.metadata.batchable else min(2, os.cpu_count() or 1)
+    wanted = configured or (1 if model.metadata.batchable else min(2, os.cpu_count() or 1))
+    return min(wanted, model.max_concurrency) if model.max_concurrency else wanted
 
 
 def _estimate_bytes(source: ModelSource) -> int:

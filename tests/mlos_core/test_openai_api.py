@@ -142,3 +142,52 @@ def test_mlos_task_level_inference(core):
                                 {"input": "Once upon a time", "max_length": 6, "temperature": 0})
     assert status == 200 and body["task"] == "generate" and body["outputs"]["generated_text"]
     assert body["inference_time_us"] > 0 and body["output_size"] <= 6
+
+
+def _status_row(core, model_id):
+    return next(r for r in core.call("GET", "/status")[2]["models"] if r["id"] == model_id)
+
+
+def test_requests_to_one_gguf_queue_and_a_disconnected_stream_stops(core):
+    """One llama.cpp context runs one request at a time (the others wait in the visible queue),
+    and a client that hangs up mid-stream stops its generation."""
+    import socket
+    import threading
+    import time
+
+    body = json.dumps({"model": LLM, "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0.8,
+                       "stream": True}).encode()
+    request = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    socks = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", core.port))
+        s.sendall(request)
+        socks.append(s)
+    socks[0].settimeout(60)
+    received = b""
+    while b"data: " not in received:  # the headers may come alone first
+        part = socks[0].recv(4096)
+        assert part, received
+        received += part
+    assert received.startswith(b"HTTP/1.1 200")  # the first stream is producing
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = _status_row(core, LLM)
+        if row["queued"] >= 1:
+            break
+        time.sleep(0.05)
+    assert row["running"] == 1 and row["queued"] >= 1, row  # never two generations on one context
+    start = time.monotonic()
+    for s in socks:
+        s.close()  # every client hangs up
+    while time.monotonic() - start < 20 and _status_row(core, LLM)["pending"]:
+        time.sleep(0.1)
+    stopped_after = time.monotonic() - start
+    assert _status_row(core, LLM)["pending"] == 0
+    assert stopped_after < 10, f"generations went on {stopped_after:.1f}s after the clients left"
+    metrics = core.call("GET", "/metrics")[2]
+    assert f'mlos_inference_pending_request_count{{model="{LLM}"}} 0.0' in metrics
+    # and the model serves the next client at once
+    ok = core.call("POST", "/v1/completions", {"model": LLM, "prompt": "Hi", "max_tokens": 2})
+    assert ok[0] == 200
