@@ -179,15 +179,6 @@ class TaskModel(Model):
         return self._tok.max_length if self._tok is not None else None
 
 
-def _chat_available() -> bool:
-    """Chat needs mlos_core.chat (templates fall back to ChatML there, so any decoder can chat)."""
-    try:
-        from .. import chat as chatlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _build(model: Model, d: Path, task: str, chat_template: str | None) -> TaskModel:
     config = read_json(d / "config.json") or {}
     if task == IMAGE_CLASSIFICATION:
@@ -212,7 +203,7 @@ def _build(model: Model, d: Path, task: str, chat_template: str | None) -> TaskM
     else:
         from .generation import Generator, read_chat_template_file
         impl = Generator(model, tok, config, chat_template, read_chat_template_file(d))
-        tasks = TASKS[task] | ({CHAT} if _chat_available() else frozenset())
+        tasks = TASKS[task] | {CHAT}  # templates fall back to ChatML, so any decoder can chat
         return TaskModel(model, task, impl, tok, frozenset(tasks))
     return TaskModel(model, task, impl, tok, TASKS[task])
 

@@ -152,7 +152,6 @@ def test_requests_to_one_gguf_queue_and_a_disconnected_stream_stops(core):
     """One llama.cpp context runs one request at a time (the others wait in the visible queue),
     and a client that hangs up mid-stream stops its generation."""
     import socket
-    import threading
     import time
 
     body = json.dumps({"model": LLM, "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0.8,

@@ -366,10 +366,6 @@ def test_incremental_decoding_keeps_multibyte_characters_whole(gpt2):
 
 
 def test_chat(gpt2, work):
-    try:
-        import mlos_core.chat  # noqa: F401  (written by another helper)
-    except ImportError:
-        pytest.skip("mlos_core.chat is not there yet")
     # no template anywhere: ChatML
     assert CHAT in gpt2.model.tasks
     assert gpt2.model._impl.template()[1] == "builtin:chatml"
