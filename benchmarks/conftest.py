@@ -1,4 +1,5 @@
 """Fixtures of the core benchmark: the models, their request bodies, and the two servers.
+The LLM benchmark (test_llm.py) reuses ``Server`` and ``launch_mlos`` for its own server.
 
 Each server is a subprocess on a free loopback port (``--port 0``; the port is read from its
 "serving on" line), with its own temp dirs, started once per session and stopped after.
@@ -133,6 +134,19 @@ class Server:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
 
+    def get(self, path: str, timeout: float = 60.0) -> dict:
+        with urllib.request.urlopen(self.url(path), timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def register(self, model_id: str, path: Path | str, options: dict | None = None, timeout: float = 300.0) -> dict:
+        """POST /v1/models/register; asserts success."""
+        body = {"model_id": model_id, "path": str(path)}
+        if options:
+            body["options"] = options
+        r = self.post("/v1/models/register", json.dumps(body).encode(), timeout=timeout)
+        assert r.get("status") == "success", r
+        return r
+
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process (all its threads) so far."""
         with open(f"/proc/{self.pid}/stat") as f:
@@ -163,17 +177,22 @@ def _check_answer(server: Server, case: ModelCase) -> None:
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
-def start_mlos(cases: dict[str, ModelCase], d: Path, server_args: list[str] = SERVER_ARGS) -> Server:
-    """mlos-core with ``server_args``, every case registered and answered once."""
+def launch_mlos(d: Path, server_args: list[str] = SERVER_ARGS) -> Server:
+    """mlos-core with ``server_args`` on a free port, its data and models dirs under ``d``,
+    nothing registered (shared by the core and the LLM benchmarks)."""
     (d / "data").mkdir(parents=True, exist_ok=True)
     (d / "models").mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "mlos_core", "--port", "0", "--data-dir", str(d / "data"),
            "--models-dir", str(d / "models"), "--no-ipc", "--log-level", "warning", *server_args]
-    server = Server("mlos-core", cmd, d, ready="serving on")
+    return Server("mlos-core", cmd, d, ready="serving on")
+
+
+def start_mlos(cases: dict[str, ModelCase], d: Path, server_args: list[str] = SERVER_ARGS) -> Server:
+    """mlos-core with ``server_args``, every case registered and answered once."""
+    server = launch_mlos(d, server_args)
     try:
         for case in cases.values():
-            r = server.post("/v1/models/register", json.dumps({"model_id": case.model_id, "path": str(case.path)}).encode())
-            assert r.get("status") == "success", r
+            server.register(case.model_id, case.path)
             _check_answer(server, case)
     except BaseException:
         server.stop()
