@@ -73,17 +73,22 @@ def render(rows: list[dict], machine: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def cli(argv: list[str] | None, prog: str, load, render, what: str) -> int:
+    """The command line of every report: one pytest-benchmark JSON in, Markdown out."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m benchmarks.report RESULTS.json", file=sys.stderr)
+        print(f"usage: python -m {prog} RESULTS.json", file=sys.stderr)
         return 2
-    rows, machine = load_rows(argv[0])
-    if not rows:
-        print(f"{argv[0]}: no core benchmark results", file=sys.stderr)
+    found, machine = load(argv[0])
+    if not found:
+        print(f"{argv[0]}: no {what} results", file=sys.stderr)
         return 1
-    print(render(rows, machine))
+    print(render(found, machine))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, "benchmarks.report", load_rows, render, "core benchmark")
 
 
 if __name__ == "__main__":

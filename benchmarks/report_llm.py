@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
+from .report import cli
+
 GENERATION_TARGET = 0.95
 EMBEDDING_TARGET = 1.5
 
@@ -95,16 +97,7 @@ def render(found: dict[str, dict], machine: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m benchmarks.report_llm RESULTS.json", file=sys.stderr)
-        return 2
-    found, machine = load(argv[0])
-    if not found:
-        print(f"{argv[0]}: no LLM benchmark results", file=sys.stderr)
-        return 1
-    print(render(found, machine))
-    return 0
+    return cli(argv, "benchmarks.report_llm", load, render, "LLM benchmark")
 
 
 if __name__ == "__main__":

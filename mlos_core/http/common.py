@@ -109,11 +109,11 @@ def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
         out["error"] = entry.error
     if with_io and entry.model is not None:
         meta = entry.model.metadata
-        out["inputs"] = [_tensor(t) for t in meta.inputs]
-        out["outputs"] = [_tensor(t) for t in meta.outputs]
+        out["inputs"] = [tensor_spec(t) for t in meta.inputs]
+        out["outputs"] = [tensor_spec(t) for t in meta.outputs]
         out["batchable"] = meta.batchable
     return out
 
 
-def _tensor(t) -> dict:
+def tensor_spec(t) -> dict:
     return {"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)}

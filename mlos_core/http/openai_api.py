@@ -102,7 +102,7 @@ class OpenAIApi:
                                   "choices": [choice], "usage": _usage(last)})
 
         # Take the first chunk before answering, so a refused request still gets its 4xx status.
-        first = await chunks.__anext__()
+        first = await anext(chunks, None)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)

@@ -11,8 +11,8 @@ from .. import __version__
 from ..dataplane import DataPlane
 from ..errors import BadRequest, InvalidTensor
 from ..smi import ModelMetadata
-from ..tensors import decode_v2_tensor, encode_v2_tensor, v2_datatype
-from .common import json_response, read_json, require_object
+from ..tensors import decode_v2_tensor, encode_v2_tensor
+from .common import json_response, read_json, require_object, tensor_spec
 
 EXTENSIONS = ["model_repository", "statistics"]
 
@@ -84,8 +84,8 @@ class V2Api:
             "name": entry.id,
             "versions": [version],
             "platform": meta.platform,
-            "inputs": [{"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)} for t in meta.inputs],
-            "outputs": [{"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)} for t in meta.outputs],
+            "inputs": [tensor_spec(t) for t in meta.inputs],
+            "outputs": [tensor_spec(t) for t in meta.outputs],
         })
 
     async def infer(self, request: web.Request) -> web.Response:
