@@ -197,7 +197,8 @@ class Registry:
             if model_id in self._entries or not _ID.match(model_id):
                 continue
             try:
-                await self.register(RegisterSpec(model_id, str(manifest.parent)), load=False)
+                # checksums are verified when the model first loads, not for every package at start
+                await self.register(RegisterSpec(model_id, str(manifest.parent)), load=False, verify=False)
                 found.append(model_id)
             except MLOSError as e:
                 log.warning("models directory: %s not registered: %s", model_id, e.message)
@@ -225,7 +226,8 @@ class Registry:
         return sum(e.memory_bytes for e in self._entries.values() if e.model is not None)
 
     # ---- register / unregister ---------------------------------------------------------------
-    async def register(self, spec: RegisterSpec, load: bool | None = None) -> tuple[ModelEntry, bool]:
+    async def register(self, spec: RegisterSpec, load: bool | None = None,
+                       verify: bool = True) -> tuple[ModelEntry, bool]:
         """Register (and by default load) a model. Returns the entry and whether it is new."""
         validate_model_id(spec.model_id)
         if not isinstance(spec.path, str) or not spec.path:
@@ -240,7 +242,7 @@ class Registry:
             )
         source = None
         if existing is None:
-            source = await asyncio.to_thread(resolve, path, self._packages)
+            source = await asyncio.to_thread(resolve, path, self._packages, verify)
             plugin = plugin_for(source.format, spec.plugin_id)
             existing = self._entries.get(spec.model_id)  # a concurrent register may have won
             if existing is not None and existing.record.path != path:
@@ -257,7 +259,7 @@ class Registry:
                 options=spec.options,
             )
             entry = ModelEntry(record)
-            entry.source = source
+            entry.source = source if verify else None  # unverified: resolved (and verified) again at load
             self._entries[spec.model_id] = entry
             await asyncio.to_thread(self._store.upsert, record, entry.state.value)
         else:

@@ -273,3 +273,30 @@ async def test_models_directory_is_scanned_at_start(tmp_path, models):
         np.testing.assert_allclose(await infer(reg, "hf/org/mm@v2", x), x @ models.matmul_w, rtol=1e-5)
     finally:
         await reg.close()
+
+
+async def test_repository_packages_are_verified_when_they_load(tmp_path, models):
+    """The start-up scan does not hash every package; the first load does, and refuses an
+    altered one with the reason."""
+    from axon_pkg.manifest import sha256_file
+
+    pkg = tmp_path / "repo" / "hf" / "bad" / "v1"
+    pkg.mkdir(parents=True)
+    shutil.copy(models.matmul, pkg / "model.onnx")
+    digest = sha256_file(pkg / "model.onnx")
+    (pkg / "manifest.yaml").write_text(
+        "apiVersion: axon.mlos.io/v1\nkind: Model\nmetadata: {name: bad, namespace: hf, version: v1}\n"
+        f"spec:\n  format:\n    type: onnx\n    files:\n      - {{path: model.onnx, size: {(pkg / 'model.onnx').stat().st_size}, sha256: {digest}}}\n"
+    )
+    data = bytearray((pkg / "model.onnx").read_bytes())
+    data[-1] ^= 1
+    (pkg / "model.onnx").write_bytes(bytes(data))
+    reg = Registry(make_settings(tmp_path))
+    await reg.start()
+    try:
+        assert reg.lookup("hf/bad@v1").state == State.REGISTERED
+        with pytest.raises(ModelUnavailable, match="does not match the manifest"):
+            async with reg.use("hf/bad@v1"):
+                pass
+    finally:
+        await reg.close()
