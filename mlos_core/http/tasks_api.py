@@ -9,15 +9,13 @@ import binascii
 import numpy as np
 
 from ..dataplane import DataPlane
-from ..errors import BadRequest
+from ..errors import BadRequest, UnprocessableModel
 from ..smi import CHAT, CLASSIFY, CLASSIFY_IMAGE, EMBED, FILL_MASK, GENERATE, Model
+from ..tasks import TASKS, normalize_task
 from .params import generation_params, text_value
 
 TASK_KEYS = ("messages", "prompt", "text", "inputs", "input", "image")
 _TEXT_ORDER = (GENERATE, CLASSIFY, FILL_MASK, EMBED)
-_TASK_ALIASES = {"text-generation": GENERATE, "generate": GENERATE, "chat": CHAT, "feature-extraction": EMBED,
-                 "embed": EMBED, "embeddings": EMBED, "text-classification": CLASSIFY, "classify": CLASSIFY,
-                 "fill-mask": FILL_MASK, "image-classification": CLASSIFY_IMAGE, "classify-image": CLASSIFY_IMAGE}
 MAX_IMAGE_BYTES = 20 * 2**20
 
 
@@ -56,10 +54,16 @@ def _image(value) -> bytes:
 
 def _task_for(body: dict, model_tasks: frozenset[str]) -> str:
     if body.get("task") is not None:
-        task = _TASK_ALIASES.get(body["task"]) if isinstance(body["task"], str) else None
-        if task is None:
-            raise BadRequest(f"unknown task {body['task']!r}; tasks: {', '.join(sorted(_TASK_ALIASES))}")
-        return task
+        name = body["task"]
+        if name == CHAT:
+            return CHAT
+        try:
+            pipeline = normalize_task(name) if isinstance(name, str) else None
+        except UnprocessableModel as e:
+            raise BadRequest(e.message) from None
+        if pipeline is None:
+            raise BadRequest(f"task must name a task (e.g. feature-extraction, text-generation), not {name!r}")
+        return next(iter(TASKS[pipeline]))
     if "messages" in body:
         return CHAT
     if "prompt" in body:

@@ -97,5 +97,8 @@ class SafeTensorsPlugin(FormatPlugin):
 
 
 def _optimum_task(task: str | None) -> str | None:
-    return {"embed": "feature-extraction", "classify": "text-classification", "generate": "text-generation-with-past",
-            "text-generation": "text-generation-with-past", "classify-image": "image-classification"}.get(task or "", task)
+    """The optimum export task for a task override (decoders are exported with past key values)."""
+    from ..tasks import normalize_task
+
+    pipeline = normalize_task(task) if task else None
+    return "text-generation-with-past" if pipeline == "text-generation" else pipeline
