@@ -34,6 +34,8 @@ class Settings:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     max_request_mb: float = 64.0
+    zerocopy: bool = True  # the local zero-copy path (kernel_shim: /dev/mlos-ml or its userspace broker)
+    zerocopy_socket: str = ""  # the userspace broker's socket; empty: kernel_shim's default
     demo: bool = False
     log_level: str = "info"
 
@@ -66,6 +68,8 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "instances": ("models.instances", "MLOS_INSTANCES"),
     "intra_op_threads": ("models.intra_op_threads", "MLOS_INTRA_OP_THREADS"),
     "inter_op_threads": ("models.inter_op_threads", "MLOS_INTER_OP_THREADS"),
+    "zerocopy": ("zerocopy.enabled", "MLOS_ZEROCOPY"),
+    "zerocopy_socket": ("zerocopy.socket_path", "MLOS_SHIM_SOCKET"),
     "demo": ("demo", "MLOS_DEMO"),
     "log_level": ("logging.level", "MLOS_LOG_LEVEL"),
 }

@@ -73,6 +73,7 @@ class DataPlane:
         self.total = self.succeeded = self.failed = 0
         self._total_us = 0
         self.by_api: dict[str, int] = {}
+        self.zerocopy = None  # the local zero-copy server, when it runs (mlos_core.zerocopy)
 
     async def infer(
         self,

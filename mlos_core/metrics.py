@@ -29,7 +29,8 @@ class _ModelCounters:
 
 
 class Metrics:
-    def __init__(self, state_reader: Callable[[], list[dict]] | None = None):
+    def __init__(self, state_reader: Callable[[], list[dict]] | None = None,
+                 backend_reader: Callable[[], str] = lambda: "off"):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.success = Counter("mlos_inference_request_success", "Successful inference requests", ["model"], registry=r)
@@ -43,7 +44,7 @@ class Metrics:
                                  buckets=_LATENCY_BUCKETS, registry=r)
         ProcessCollector(registry=r)
         if state_reader is not None:
-            r.register(_StateCollector(state_reader))
+            r.register(_StateCollector(state_reader, backend_reader))
         self._children: dict[str, _ModelCounters] = {}
 
     def model(self, model_id: str) -> _ModelCounters:
@@ -79,8 +80,9 @@ class Metrics:
 class _StateCollector:
     """Gauges read from the registry at scrape time."""
 
-    def __init__(self, reader: Callable[[], list[dict]]):
+    def __init__(self, reader: Callable[[], list[dict]], backend: Callable[[], str]):
         self._reader = reader
+        self._backend = backend
 
     def describe(self):
         return []
@@ -92,10 +94,13 @@ class _StateCollector:
         memory = GaugeMetricFamily("mlos_model_memory_bytes", "Memory accounted to a loaded model", labels=["model"])
         state = GaugeMetricFamily("mlos_model_state", "1 for the model's current state", labels=["model", "state"])
         loaded = GaugeMetricFamily("mlos_models_loaded", "Models loaded now")
+        backend = GaugeMetricFamily("mlos_zerocopy_backend", "1 for the backend the local zero-copy path uses",
+                                    labels=["backend"])
         for row in rows:
             pending.add_metric([row["id"]], row["pending"])
             queued.add_metric([row["id"]], row["queued"])
             memory.add_metric([row["id"]], row["memory_bytes"])
             state.add_metric([row["id"], row["state"]], 1)
         loaded.add_metric([], sum(1 for r in rows if r["state"] == "ready"))
-        yield from (pending, queued, memory, state, loaded)
+        backend.add_metric([self._backend()], 1)
+        yield from (pending, queued, memory, state, loaded, backend)

@@ -64,7 +64,8 @@ def silero() -> Path:
 
 
 def make_settings(tmp_path: Path, **overrides):
-    base = {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "repo"), "ipc_enabled": False}
+    base = {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "repo"), "ipc_enabled": False,
+            "zerocopy": False}
     base.update(overrides)
     return load_settings(None, base, environ={})
 

@@ -9,6 +9,7 @@ from ..config import Settings
 from ..dataplane import DataPlane
 from ..metrics import Metrics
 from ..registry import Registry
+from ..zerocopy.server import ZeroCopyServer
 from .common import error_middleware
 from .mlos_api import MlosApi
 from .openai_api import OpenAIApi
@@ -22,7 +23,8 @@ PLANE = web.AppKey("plane", DataPlane)
 def create_app(settings: Settings, on_started=None) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=int(settings.max_request_mb * 2**20))
     holder: dict = {}
-    metrics = Metrics(lambda: holder["plane"].model_rows() if "plane" in holder else [])
+    metrics = Metrics(lambda: holder["plane"].model_rows() if "plane" in holder else [],
+                      lambda: holder["plane"].zerocopy.backend["mode"] if holder.get("plane") and holder["plane"].zerocopy else "off")
     registry = Registry(settings, metrics)
     plane = DataPlane(registry, metrics)
     holder["plane"] = plane
@@ -45,9 +47,18 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
 
     async def lifecycle(app: web.Application):
         await registry.start()
+        if settings.zerocopy:
+            zc = ZeroCopyServer(plane, socket_path=settings.zerocopy_socket or None)
+            try:
+                await zc.start()
+                plane.zerocopy = zc
+            except Exception as e:  # the HTTP API serves on; the local path says why it is off
+                log.warning("zero-copy path disabled: %s", e)
         if on_started is not None:
             await on_started(plane)
         yield
+        if plane.zerocopy is not None:
+            await plane.zerocopy.close()
         await registry.close()
 
     app.cleanup_ctx.append(lifecycle)

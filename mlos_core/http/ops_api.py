@@ -39,13 +39,12 @@ class OpsApi:
 
     async def health(self, request: web.Request) -> web.Response:
         rows = self.plane.model_rows()
-        kernel = os.path.exists(KERNEL_DEVICE)
         return json_response({
             "status": "healthy",
             "version": __version__,
             "uptime_seconds": self.plane.stats()["uptime_seconds"],
             "backends": _backends(),
-            "kernel": {"device": KERNEL_DEVICE, "available": kernel, "mode": "kernel" if kernel else "userspace"},
+            "kernel": self._kernel(),
             "models": {
                 "registered": len(rows),
                 "ready": sum(r["state"] == "ready" for r in rows),
@@ -63,8 +62,15 @@ class OpsApi:
             "loaded_models": [r["id"] for r in rows if r["state"] == "ready"],
             "models": rows,
             "memory": {"models_bytes": registry.used_bytes(), "budget_bytes": budget or None, "process_rss_bytes": rss},
-            "kernel": {"mode": "kernel" if os.path.exists(KERNEL_DEVICE) else "userspace"},
+            "kernel": self._kernel(),
         })
+
+    def _kernel(self) -> dict:
+        """Which backend the local zero-copy path runs on, and why."""
+        zc = self.plane.zerocopy
+        state = zc.backend if zc is not None else {"mode": "off", "reason": "the zero-copy path is not running"}
+        return {"device": KERNEL_DEVICE, "available": os.path.exists(KERNEL_DEVICE), **state,
+                **({"served": zc.served, "failed": zc.failed} if zc is not None else {})}
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = self.metrics.render()  # on the loop: the gauges read live registry state

@@ -115,3 +115,25 @@ def read_tensors(buf, writable: bool = False) -> dict[str, np.ndarray]:
             raise InvalidTensor(f"tensor {name!r} appears twice")
         out[name] = view
     return out
+
+
+ERROR_MAGIC = b"MLZE"
+
+
+def write_error(buf, message: str) -> None:
+    """Put a failed request's reason where its outputs would have gone."""
+    mv = memoryview(buf).cast("B")
+    raw = message.encode("utf-8", "replace")[: max(0, len(mv) - _HEAD.size)]
+    if len(mv) >= _HEAD.size:
+        mv[: _HEAD.size] = _HEAD.pack(ERROR_MAGIC, VERSION, len(raw), 0)
+        mv[_HEAD.size: _HEAD.size + len(raw)] = raw
+
+
+def read_error(buf) -> str | None:
+    mv = memoryview(buf).cast("B")
+    if len(mv) < _HEAD.size:
+        return None
+    magic, _, n, _ = _HEAD.unpack_from(mv, 0)
+    if magic != ERROR_MAGIC:
+        return None
+    return bytes(mv[_HEAD.size: _HEAD.size + min(n, len(mv) - _HEAD.size)]).decode("utf-8", "replace")

@@ -39,9 +39,9 @@ async def test_health(serving, models):
     assert body["backends"]["onnx"]["available"] is True
     assert body["backends"]["onnx"]["plugin"] == "onnxruntime"
     assert body["backends"]["onnx"]["version"] == onnxruntime.__version__
-    expected_mode = "kernel" if os.path.exists("/dev/mlos-ml") else "userspace"
-    assert body["kernel"]["mode"] == expected_mode
-    assert body["kernel"]["available"] is (expected_mode == "kernel")
+    # the in-process apps of these tests run without the zero-copy path (tests/mlos_core/zerocopy has it)
+    assert body["kernel"]["mode"] == "off" and "not running" in body["kernel"]["reason"]
+    assert body["kernel"]["available"] is os.path.exists("/dev/mlos-ml")
     assert body["models"] == {"registered": 1, "ready": 1, "failed": 0}
     assert body["uptime_seconds"] >= 0
 

@@ -1,0 +1,56 @@
+"""The local zero-copy path end to end: a real core subprocess serving requests that a client in
+this process puts into shared buffers (the userspace backend here; the kernel one in the VM)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from mlos_core.zerocopy.client import LocalClient, LocalInferenceError
+
+
+@pytest.fixture
+def core(core_process, tmp_path, models):
+    sock = str(tmp_path / "shim.sock")
+    proc = core_process(env={"MLOS_ZEROCOPY": "1", "MLOS_SHIM_SOCKET": sock, "MLOS_KERNEL": "off"})
+    status, _, body = proc.call("POST", "/v1/models/register", {"model_id": "zc/matmul@1", "path": str(models.matmul)})
+    assert status == 200, body
+    proc.socket = sock
+    return proc
+
+
+def test_inference_through_shared_buffers(core, models):
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    with LocalClient(socket_path=core.socket) as client:
+        assert client.device.backend == "userspace"
+        y = client.infer("zc/matmul@1", {"x": x})["y"]
+        np.testing.assert_allclose(y, x @ models.matmul_w, rtol=1e-5, atol=1e-5)
+        views = client.infer("zc/matmul@1", {"x": x[:1]}, copy=False)
+        assert not views["y"].flags.owndata  # a view of the shared output buffer
+        np.testing.assert_allclose(views["y"], x[:1] @ models.matmul_w, rtol=1e-5, atol=1e-5)
+    status = core.call("GET", "/status")[2]
+    assert status["kernel"]["mode"] == "userspace" and status["kernel"]["served"] == 2
+    metrics = core.call("GET", "/metrics")[2]
+    assert 'mlos_zerocopy_backend{backend="userspace"} 1.0' in metrics
+    assert 'mlos_inference_request_success_total{model="zc/matmul@1"} 2.0' in metrics
+
+
+def test_errors_come_back_with_their_reason(core):
+    with LocalClient(socket_path=core.socket) as client:
+        with pytest.raises(LocalInferenceError, match="no registered model"):
+            client.infer("nobody/nothing@1", {"x": np.zeros((1, 64), np.float32)})
+        with pytest.raises(LocalInferenceError, match=r"expects shape \[-1, 64\]"):
+            client.infer("zc/matmul@1", {"x": np.zeros((1, 3), np.float32)})
+        ok = client.infer("zc/matmul@1", {"x": np.ones((1, 64), np.float32)})  # still serving
+        assert ok["y"].shape == (1, 64)
+    with LocalClient(socket_path=core.socket) as fresh:  # an output buffer too small for the answer
+        with pytest.raises(LocalInferenceError, match="need .* bytes; the buffer holds 4096"):
+            fresh.infer("zc/matmul@1", {"x": np.zeros((64, 64), np.float32)}, output_bytes=4096)
+    assert core.alive()
+
+
+def test_health_names_the_backend(core):
+    kernel = core.call("GET", "/health")[2]["kernel"]
+    assert kernel["mode"] == "userspace" and "MLOS_KERNEL=off" in kernel["reason"]
+    assert kernel["available"] is os.path.exists("/dev/mlos-ml")
