@@ -31,6 +31,7 @@ from . import abi
 
 FRAME_MAX = 1 << 16
 FINAL = ("done", "cancelled", "expired")
+_MAX_ERRNO = 4095                    # include/linux/err.h
 _STATE_CODE = {"done": abi.REQ_DONE, "cancelled": abi.REQ_CANCELLED, "expired": abi.REQ_EXPIRED}
 
 
@@ -218,7 +219,10 @@ class BrokerState:
         r = self.requests.get(int(a["request_id"]))
         if r is None or r.taker is not conn or r.state != "taken":
             raise OpError(errno.ENOENT, f"request {a['request_id']} was not taken by this device")
-        r.state, r.status = "done", int(a.get("status", 0))
+        status = int(a.get("status", 0))
+        if status > 0 or status < -_MAX_ERRNO:          # the header: 0 or a negative errno
+            raise OpError(errno.EINVAL, f"status {status} is neither 0 nor a negative errno")
+        r.state, r.status = "done", status
         self.s["in_flight"] -= 1
         self.s["completed"] += 1
         self._settle(r)

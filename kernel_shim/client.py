@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import itertools
-import mmap
 import os
 import socket
 import threading
@@ -19,6 +18,7 @@ from . import abi
 from .broker import recv_frame, send_frame
 from .device import Buffer, Device, Request, timeout_ns
 from .errors import shim_error
+from .mapping import Mapping
 from . import userspace as _us
 
 
@@ -122,9 +122,11 @@ class UserspaceDevice(Device):
             else:
                 self._saved_wait[int(args["request_id"])] = msg
 
-    def _mmap(self, fds: list, length: int) -> mmap.mmap:
+    def _mmap(self, fds: list, length: int) -> Mapping:
         try:
-            return mmap.mmap(fds[0], length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            if not fds:
+                raise shim_error(errno.EPROTO, "mmap", "the broker sent no memfd")
+            return Mapping(fds[0], length)
         finally:
             for fd in fds:
                 os.close(fd)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from . import abi
 from .errors import DeviceUnavailable, ShimError, shim_error
+from .mapping import Mapping
 
 PAGE = mmap.PAGESIZE
 
@@ -55,24 +56,25 @@ class Request:
 
 
 class Buffer:
-    """A mapped buffer. ``close()`` unmaps it and drops this device's reference (unpin)."""
+    """A mapped buffer. ``close()`` drops this device's reference (unpin) and this object's hold
+    on the mapping; the pages stay mapped while a memoryview or array made from it lives."""
 
-    def __init__(self, device: "Device", handle: int, token: int, length: int, mm: mmap.mmap):
+    def __init__(self, device: "Device", handle: int, token: int, length: int, mapping: Mapping):
         self.device, self.handle, self.token, self.length = device, handle, token, length
-        self._mmap: mmap.mmap | None = mm
+        self._mapping: Mapping | None = mapping
 
     @property
     def closed(self) -> bool:
-        return self._mmap is None
+        return self._mapping is None
 
-    def _mm(self) -> mmap.mmap:
-        if self._mmap is None:
+    def _view(self):
+        if self._mapping is None:
             raise shim_error(errno.EBADF, "buffer", "buffer is closed")
-        return self._mmap
+        return self._mapping.view()
 
     @property
     def memoryview(self) -> memoryview:
-        return memoryview(self._mm())
+        return memoryview(self._view())
 
     def array(self, dtype="uint8", shape=None, offset: int = 0):
         """A numpy array over the mapping, no copy. ``shape`` None: as many items as fit."""
@@ -86,18 +88,14 @@ class Buffer:
         count = 1
         for s in shape:
             count *= s
-        if offset + count * dt.itemsize > self.length:
-            raise shim_error(errno.EINVAL, "array", f"{shape} of {dt} does not fit {self.length} bytes")
-        return np.frombuffer(self._mm(), dtype=dt, count=count, offset=offset).reshape(shape)
+        if offset < 0 or offset + count * dt.itemsize > self.length:
+            raise shim_error(errno.EINVAL, "array", f"{shape} of {dt} at {offset} does not fit {self.length} bytes")
+        return np.frombuffer(self._view(), dtype=dt, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
-        mm, self._mmap = self._mmap, None
-        if mm is None:
+        if self._mapping is None:
             return
-        try:
-            mm.close()
-        except BufferError:
-            pass    # numpy arrays / memoryviews still use it: the mapping goes with the last one
+        self._mapping = None
         if not self.device.closed:
             self.device.unpin(self.handle)
 

@@ -3,8 +3,8 @@
 Every call follows one shape: ``abi.new(struct, **in_fields)`` (size word set, rest zeroed),
 ``fcntl.ioctl(fd, cmd, bytearray)`` (the kernel reads and writes the same bytes), copy the
 bytes back into the struct, read the out fields. Buffers are mapped with
-``mmap(fd, length, MAP_SHARED, offset=mmap_offset)``; the mapping outlives an unpin or close
-(the kernel keeps the pages while a vma references them).
+libc's ``mmap(fd, length, MAP_SHARED, mmap_offset)`` (kernel_shim.mapping: no dup of the fd);
+the mapping outlives an unpin or close (the kernel keeps the pages while a vma references them).
 
 Blocking calls (INFERENCE_WAIT, REQ_TAKE) release the GIL inside fcntl.ioctl. A signal gives
 EINTR: its Python handler runs at once (an exception it raises propagates), otherwise the
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import mmap
 import os
 import time
 
 from . import abi
 from .device import Buffer, Device, Request, round_up, timeout_ns
 from .errors import shim_error
+from .mapping import Mapping
 
 ffi = abi.ffi
 
@@ -77,12 +77,10 @@ class KernelDevice(Device):
             if end is not None and time.monotonic() >= end:
                 raise shim_error(errno.ETIMEDOUT, op)
 
-    def _mmap(self, offset: int, length: int) -> mmap.mmap:
-        try:
-            return mmap.mmap(self.fd, round_up(length), mmap.MAP_SHARED,
-                             mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
-        except OSError as e:
-            raise shim_error(e.errno, "mmap") from None
+    def _mmap(self, offset: int, length: int) -> Mapping:
+        if self.closed:
+            raise shim_error(errno.EBADF, "mmap", "device is closed")
+        return Mapping(self.fd, round_up(length), offset)
 
     # -- the operations
     def version(self) -> dict:

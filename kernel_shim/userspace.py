@@ -6,7 +6,7 @@ in daemon threads of whichever process starts it; ``UserspaceDevice`` connects t
 broker or starts one in-process. The protocol and the semantics are in ``broker.py``.
 
 Scheduling priority is applied by the client to the calling thread, as the module does:
-REALTIME -> SCHED_FIFO 1; HIGH -> SCHED_OTHER nice -10; NORMAL -> SCHED_OTHER nice 0;
+REALTIME -> SCHED_FIFO 1; HIGH -> SCHED_OTHER nice -5 (as mlos_prio.c); NORMAL -> SCHED_OTHER nice 0;
 BATCH -> SCHED_BATCH nice 10. The bound mirrors the module parameter ``max_priority_class``
 (default NORMAL) for unprivileged callers; root may go up to HIGH (REALTIME is refused in
 userspace: a SCHED_FIFO Python thread can starve a small machine). ``$MLOS_SHIM_MAX_PRIORITY``
@@ -27,7 +27,7 @@ from .errors import shim_error
 
 DEFAULT_POOL_LIMIT = 256 << 20
 DEFAULT_MAX_QUEUE = 1024
-_PRIO_SCHED = {abi.PRIO_REALTIME: ("SCHED_FIFO", 0), abi.PRIO_HIGH: ("SCHED_OTHER", -10),
+_PRIO_SCHED = {abi.PRIO_REALTIME: ("SCHED_FIFO", 0), abi.PRIO_HIGH: ("SCHED_OTHER", -5),
                abi.PRIO_NORMAL: ("SCHED_OTHER", 0), abi.PRIO_BATCH: ("SCHED_BATCH", 10)}
 
 

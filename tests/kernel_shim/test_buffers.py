@@ -149,6 +149,27 @@ def test_device_close_drops_its_references(backend, dev):
         dev.map(keep.handle, keep.token)
 
 
+def test_mapping_holds_no_descriptor(backend):
+    """A mapping must not hold a dup of the device's fd (Python's mmap.mmap does): else closing
+    the device would leave its references alive for as long as any buffer stays mapped."""
+    p = backend.child("""
+dev.close()
+before = len(os.listdir("/proc/self/fd"))
+d = ks.open_device()
+bufs = [d.alloc(4096) for _ in range(4)]
+print(len(os.listdir("/proc/self/fd")) - before)
+d.close()
+arr = bufs[0].array("uint8")                        # still mapped after the device closed
+arr[:] = 7
+for b in bufs:
+    b.close()
+print(int(arr.sum()), int(arr[-1]))                 # the array keeps its pages
+""")
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out.split() == ["1", str(7 * 4096), "7"]   # the device's one fd (or broker socket)
+
+
 def test_sigkill_leaks_nothing(dev, backend):
     base = leak_keys(dev.stats())
     with dev.alloc(PAGE) as mine:

@@ -67,7 +67,7 @@ a, b = dev.alloc(4096), dev.alloc(4096)
 ids = [dev.submit(7, a.handle, b.handle, (i + {k}) % 4, user_data=({k} << 16) | i) for i in range({per_child})]
 print("ready", flush=True)
 for i, rid in enumerate(ids):
-    assert dev.wait(rid, timeout=30) == (ks.REQ_DONE, i), "wrong completion"
+    assert dev.wait(rid, timeout=30) == (ks.REQ_DONE, -i), "wrong completion"
 print("done", flush=True)
 """) for k in range(n_children)]
     try:
@@ -87,7 +87,7 @@ print("done", flush=True)
                 assert seq == sorted(seq)
         assert len({r.submitter_pid for r in taken}) == n_children
         for r in taken:
-            dev.complete(r.request_id, r.user_data & 0xFFFF)
+            dev.complete(r.request_id, -(r.user_data & 0xFFFF))    # 0 or -errno, by the ABI
         for p in kids:
             out, err = p.communicate(timeout=30)
             assert p.returncode == 0 and out.strip() == "done", err
@@ -135,8 +135,19 @@ def test_cancel_unknown_and_taken(backend, dev, bufs):
             dev.complete(r.request_id, 0)
         with pytest.raises(ks.ShimError):               # nor may the worker cancel it
             worker.cancel(rid)
-        worker.complete(r.request_id, 3)
-    assert dev.wait(rid, timeout=2) == (ks.REQ_DONE, 3)
+        worker.complete(r.request_id, -errno.ENOMEM)
+    assert dev.wait(rid, timeout=2) == (ks.REQ_DONE, -errno.ENOMEM)
+
+
+@pytest.mark.parametrize("status", [1, 4096, -4096])
+def test_complete_status_must_be_zero_or_negative_errno(backend, dev, bufs, status):
+    a, b = bufs
+    rid = dev.submit(1, a.handle, b.handle, ks.PRIO_NORMAL)
+    r = dev.take(timeout=2)
+    with pytest.raises(ks.InvalidArgument):
+        dev.complete(r.request_id, status)
+    dev.complete(r.request_id, -4095)                   # the request is still this device's
+    assert dev.wait(rid, timeout=2) == (ks.REQ_DONE, -4095)
 
 
 def test_deadlines_expire(dev, bufs):
