@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test bench bench-core bench-llm kmod kmod-test clean
+.PHONY: setup run test bench bench-core bench-llm bench-kmod bench-oip kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,20 @@ bench-llm: setup
 		--benchmark-json=$(BENCH_DIR)/llm.json -q
 	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
 
+# The Open Inference Protocol paths (JSON, binary, system shared memory) next to Triton (PyTriton)
+# and MLServer on a ResNet-50-sized model. The peers get their own virtualenvs: nvidia-pytriton
+# pins numpy 1.26, and its stub needs Debian's python3.11 (its libpython) rather than pyenv's.
+BENCH_VENVS ?= $(HOME)/.cache/mlos-bench
+bench-oip: setup
+	mkdir -p $(BENCH_DIR) $(BENCH_VENVS)
+	test -x $(BENCH_VENVS)/mlserver/bin/python || { $(PYTHON) -m venv $(BENCH_VENVS)/mlserver && \
+		$(BENCH_VENVS)/mlserver/bin/pip install -q mlserver==1.7.1 onnxruntime; }
+	test -x $(BENCH_VENVS)/pytriton/bin/python || { /usr/bin/python3.11 -m venv $(BENCH_VENVS)/pytriton && \
+		$(BENCH_VENVS)/pytriton/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime; }
+	$(PY) -m benchmarks.vision_model
+	$(PY) -m pytest benchmarks/test_oip.py -p no:cacheprovider -q
+	$(PY) -m benchmarks.report_oip $(BENCH_DIR)/oip.json
+
 kmod:
 	$(MAKE) -C kmod build
 
@@ -64,7 +78,18 @@ kmod:
 # PYTEST_ARGS="tests/kernel_shim -q" also runs that suite inside the guest with MLOS_KERNEL=on.
 kmod-test: setup
 	$(MAKE) -C kmod test PYTEST_ARGS="$(PYTEST_ARGS)" MODULE_PARAMS="$(MODULE_PARAMS)" \
-		VM_TIMEOUT="$(VM_TIMEOUT)"
+		VM_TIMEOUT="$(VM_TIMEOUT)" OUT_DIR="$(OUT_DIR)"
+
+# The kernel path's benchmark (benchmarks/test_kernel_path.py) inside the guest: zero-copy over
+# /dev/mlos-ml vs the userspace broker vs JSON/HTTP, and priority under a CPU hog. Emulated
+# (TCG): compare the ratios. The JSON comes back to $(BENCH_DIR)/kernel.json. MLOS_BENCH_*
+# variables (MLOS_BENCH_KPATH_SCALE, MLOS_BENCH_PRIO_SECONDS) reach the guest.
+bench-kmod: setup
+	mkdir -p $(BENCH_DIR)
+	$(MAKE) --no-print-directory kmod-test VM_TIMEOUT=3000 OUT_DIR=$(abspath $(BENCH_DIR)) \
+		PYTEST_ARGS="benchmarks/test_kernel_path.py benchmarks/test_kernel_priority.py --benchmark-only \
+		--benchmark-json=/tmp/mlos-out/kernel.json -q"
+	$(PY) -m benchmarks.report_kernel $(BENCH_DIR)/kernel.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -100,15 +100,16 @@ def model_cases(tmp_path_factory) -> dict[str, ModelCase]:
 class Server:
     """A server subprocess; stdout/stderr go to files in its temp dir."""
 
-    def __init__(self, name: str, cmd: list[str], workdir: Path, ready: str):
+    def __init__(self, name: str, cmd: list[str], workdir: Path, ready: str, env: dict | None = None,
+                 timeout: float = 60.0):
         self.name = name
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / f"{name}.log"
         self._logf = open(self.log, "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._logf, stderr=subprocess.STDOUT, env=env)
-        self.port = self._wait_ready(re.compile(ready + r" .*http://127\.0\.0\.1:(\d+)"))
+        self.port = self._wait_ready(re.compile(ready + r" .*http://127\.0\.0\.1:(\d+)"), timeout)
 
     def _wait_ready(self, pattern, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
@@ -177,14 +178,15 @@ def _check_answer(server: Server, case: ModelCase) -> None:
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
-def launch_mlos(d: Path, server_args: list[str] = SERVER_ARGS) -> Server:
+def launch_mlos(d: Path, server_args: list[str] = SERVER_ARGS, env: dict | None = None,
+                timeout: float = 60.0) -> Server:
     """mlos-core with ``server_args`` on a free port, its data and models dirs under ``d``,
     nothing registered (shared by the core and the LLM benchmarks)."""
     (d / "data").mkdir(parents=True, exist_ok=True)
     (d / "models").mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "mlos_core", "--port", "0", "--data-dir", str(d / "data"),
            "--models-dir", str(d / "models"), "--no-ipc", "--log-level", "warning", *server_args]
-    return Server("mlos-core", cmd, d, ready="serving on")
+    return Server("mlos-core", cmd, d, ready="serving on", env=env, timeout=timeout)
 
 
 def start_mlos(cases: dict[str, ModelCase], d: Path, server_args: list[str] = SERVER_ARGS) -> Server:
@@ -247,3 +249,30 @@ def run_load(server: Server, case: ModelCase, concurrency: int,
     # over the whole run (warm-up included), per completed request: a rough CPU cost figure
     result["server_cpu_s"] = round(cpu1 - cpu0, 3)
     return result
+
+
+# ---- the kernel path (test_kernel_path.py, test_kernel_priority.py): need /dev/mlos-ml
+KERNEL_PATH_ARGS = ["--intra-op-threads", "1", "--instances", "1", "--max-batch-size", "1",
+                    "--max-request-mb", "512", "--log-level", "warning"]
+SLOW_START_S = 600.0  # an emulated guest imports onnxruntime slowly
+
+needs_mlos_device = pytest.mark.skipif(
+    not os.path.exists("/dev/mlos-ml"), reason="/dev/mlos-ml does not exist: run `make bench-kmod` (a TCG guest)")
+
+
+def kernel_path_core(d: Path, backend: str, extra: list[str] = (), socket: str | None = None) -> Server:
+    """A core serving the zero-copy path on ``backend`` ("kernel" or "userspace")."""
+    env = {"MLOS_ZEROCOPY": "1", "MLOS_KERNEL": "on" if backend == "kernel" else "off"}
+    if socket:
+        env["MLOS_SHIM_SOCKET"] = socket
+    return launch_mlos(d, [*KERNEL_PATH_ARGS, *extra], env=env, timeout=SLOW_START_S)
+
+
+@pytest.fixture(scope="session")
+def kernel_path_models(tmp_path_factory) -> dict[str, Path]:
+    """A row sum (moving the input is its cost) and a small stack of MatMuls (some compute)."""
+    from tests import onnx_models
+
+    d = tmp_path_factory.mktemp("kpath-models")
+    return {"sum": onnx_models.row_sum(d / "row_sum.onnx"),
+            "work": onnx_models.slow(d / "work.onnx", width=256, rounds=8)}

@@ -28,9 +28,10 @@ import time
 _NS = 1_000_000_000
 
 
-def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
+def build_request(host: str, port: int, path: str, body: bytes, headers: list[str] = ()) -> bytes:
+    extra = "".join(f"{h.strip()}\r\n" for h in headers)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
@@ -153,7 +154,7 @@ def _percentile(sorted_ns: list[int], q: float) -> float:
 async def _main(args) -> dict:
     loop = asyncio.get_running_loop()
     body = open(args.body_file, "rb").read()
-    run = _Run(build_request(args.host, args.port, args.path, body), args.warmup, args.duration)
+    run = _Run(build_request(args.host, args.port, args.path, body, args.header), args.warmup, args.duration)
     run.drained = loop.create_future()
     conns = []
     for _ in range(args.concurrency):
@@ -202,12 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", required=True)
     p.add_argument("--body-file", required=True)
+    p.add_argument("--header", action="append", default=[],
+                   help="an extra request header 'Name: value' (repeatable), e.g. Inference-Header-Content-Length")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--warmup", type=float, default=1.0)
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("loopback only")
+    if any("\r" in h or "\n" in h or ":" not in h for h in args.header):
+        p.error("a --header is one 'Name: value' line")
     if not (1 <= args.concurrency <= 1024 and 0 < args.duration <= 120 and 0 <= args.warmup <= 60):
         p.error("concurrency 1-1024, duration 0-120 s, warmup 0-60 s")
     try:

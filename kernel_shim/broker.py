@@ -17,6 +17,7 @@ the requests it had taken with status -ECONNABORTED. Semantics follow the header
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -160,9 +161,12 @@ class BrokerState:
         if self.s["bytes"] + length > self.pool_limit:
             raise OpError(errno.ENOSPC, f"{length} bytes would exceed the pool limit "
                           f"({self.s['bytes']} of {self.pool_limit} in use)")
-        fd = os.memfd_create(f"mlos-buf-{self.next_handle}", os.MFD_CLOEXEC)
+        fd = os.memfd_create(f"mlos-buf-{self.next_handle}", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, length)        # zero-filled
+            # Every holder gets this fd: without the seals one could shrink the buffer under a
+            # reader's mapping, whose next access would die of SIGBUS (the core's, too).
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
         except OSError:
             os.close(fd)
             raise

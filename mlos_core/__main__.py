@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-delay-us", type=int, help="how long a batch may wait to fill (default 0)")
     p.add_argument("--instances", type=int, help="concurrent executions per model (0: 1 when batching, else 2)")
     p.add_argument("--intra-op-threads", type=int, help="onnxruntime intra-op threads (0: one per core)")
+    p.add_argument("--inference-priority", choices=("realtime", "high", "normal", "batch"),
+                   help="scheduling class of inference threads, through /dev/mlos-ml or setpriority (default normal)")
+    p.add_argument("--allow-client-shm", nargs="?", const="true", choices=("auto", "true", "false"),
+                   help="let clients register system shared memory (default auto: only while bound to loopback)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
     p.add_argument("--demo", action="store_const", const=True, help="register the demo model (Silero VAD) at start")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))

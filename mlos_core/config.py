@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .thread_priority import parse_class
+
 
 @dataclass
 class Settings:
@@ -36,6 +38,10 @@ class Settings:
     max_request_mb: float = 64.0
     zerocopy: bool = True  # the local zero-copy path (kernel_shim: /dev/mlos-ml or its userspace broker)
     zerocopy_socket: str = ""  # the userspace broker's socket; empty: kernel_shim's default
+    inference_priority: str = "normal"  # kernel_shim class of inference threads: realtime|high|normal|batch
+    # Open Inference Protocol system shared memory: "auto" allows clients to register regions
+    # only while the server listens on loopback alone (see mlos_core.shm_regions)
+    allow_client_shm: str = "auto"  # auto | true | false
     demo: bool = False
     log_level: str = "info"
 
@@ -70,6 +76,8 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "inter_op_threads": ("models.inter_op_threads", "MLOS_INTER_OP_THREADS"),
     "zerocopy": ("zerocopy.enabled", "MLOS_ZEROCOPY"),
     "zerocopy_socket": ("zerocopy.socket_path", "MLOS_SHIM_SOCKET"),
+    "inference_priority": ("models.inference_priority", "MLOS_INFERENCE_PRIORITY"),
+    "allow_client_shm": ("api.http.allow_client_shm", "MLOS_ALLOW_CLIENT_SHM"),
     "demo": ("demo", "MLOS_DEMO"),
     "log_level": ("logging.level", "MLOS_LOG_LEVEL"),
 }
@@ -117,6 +125,14 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(f"{name} must be at least 1")
     if s.instances < 0 or s.memory_budget_mb < 0 or s.max_request_mb <= 0 or s.max_batch_delay_us < 0:
         raise ConfigError("instances, memory_budget_mb, max_batch_delay_us must be >= 0 and max_request_mb > 0")
+    s.allow_client_shm = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false",
+                          "off": "false"}.get(s.allow_client_shm.strip().lower(), s.allow_client_shm.strip().lower())
+    if s.allow_client_shm not in ("auto", "true", "false"):
+        raise ConfigError(f"allow_client_shm must be auto, true or false, not {s.allow_client_shm!r}")
+    try:
+        s.inference_priority = parse_class(s.inference_priority)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if s.keep_alive < 0 and s.keep_alive != -1:
         raise ConfigError("keep_alive is seconds >= 0, or -1 to keep models loaded forever")
     return s

@@ -103,7 +103,7 @@ class DataPlane:
                         )
                 ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
         except MLOSError as e:
-            self._failed(model_id, e)
+            self._failed(model_id, e, start)
             raise
         done = self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
         return InferResult(model_id, ex.outputs, done.queue_us, done.compute_us, done.total_us, ex.batch_size)
@@ -179,17 +179,17 @@ class DataPlane:
         self.by_api[api] = self.by_api.get(api, 0) + 1
         return time.perf_counter_ns()
 
-    def _failed(self, model_id: str, e: MLOSError) -> None:
+    def _failed(self, model_id: str, e: MLOSError, start: int | None = None) -> None:
         # Failures count under the model's resolved id; a name that resolves to no model is
         # client input and counts under "" so that guessed names cannot grow the metrics.
         self.failed += 1
-        self.metrics.record_failure(model_id, e.code)
+        self.metrics.record_failure(model_id, e.code, time.perf_counter_ns() - start if start else 0)
 
     def _succeeded(self, model_id, start, queue_ns, compute_ns, value) -> "TaskResult":
         total_ns = time.perf_counter_ns() - start
         self.succeeded += 1
         self._total_us += total_ns // 1000
-        self.metrics.record_success(model_id, total_ns, queue_ns)
+        self.metrics.record_success(model_id, total_ns, queue_ns, compute_ns)
         return TaskResult(model_id, value, queue_ns // 1000, compute_ns // 1000, total_ns // 1000)
 
     async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata]:

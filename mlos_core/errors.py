@@ -29,6 +29,13 @@ class InvalidTensor(BadRequest):
     code = "invalid_tensor"
 
 
+class Forbidden(MLOSError):
+    """The server's configuration refuses the operation (the message names the setting)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class ModelNotFound(MLOSError):
     status = 404
     code = "model_not_found"

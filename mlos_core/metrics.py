@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client import ProcessCollector
 
+from .statistics import InferenceStatistics
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -46,6 +48,7 @@ class Metrics:
         if state_reader is not None:
             r.register(_StateCollector(state_reader, backend_reader))
         self._children: dict[str, _ModelCounters] = {}
+        self.stats = InferenceStatistics()  # the same events, in the Open Inference Protocol's shape
 
     def model(self, model_id: str) -> _ModelCounters:
         c = self._children.get(model_id)
@@ -57,20 +60,23 @@ class Metrics:
         c = self.model(model_id)
 
         def on_execution(rows: int, compute_ns: int) -> None:
+            self.stats.execution(model_id, rows, compute_ns)
             c.inferences.inc(rows)
             c.executions.inc()
             c.compute_us.inc(compute_ns / 1000)
 
         return on_execution
 
-    def record_success(self, model_id: str, request_ns: int, queue_ns: int) -> None:
+    def record_success(self, model_id: str, request_ns: int, queue_ns: int, compute_ns: int = 0) -> None:
+        self.stats.success(model_id, request_ns, queue_ns, compute_ns)
         c = self.model(model_id)
         c.success.inc()
         c.request_us.inc(request_ns / 1000)
         c.queue_us.inc(queue_ns / 1000)
         c.latency.observe(request_ns / 1e9)
 
-    def record_failure(self, model_id: str, reason: str) -> None:
+    def record_failure(self, model_id: str, reason: str, request_ns: int = 0) -> None:
+        self.stats.failure(model_id, request_ns)
         self.failure.labels(model_id, reason).inc()
 
     def render(self) -> bytes:

@@ -5,6 +5,7 @@ functions, and ``validate_inputs`` is the single check of a request against a mo
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Mapping
 
 import numpy as np
@@ -182,3 +183,78 @@ def encode_json_data(arr: np.ndarray) -> Any:
 
 def encode_v2_tensor(name: str, arr: np.ndarray) -> dict:
     return {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape), "data": encode_json_data(arr)}
+
+
+# ---- raw tensor bytes: the binary-data and shared-memory extensions ---------------------------
+# Fixed-size datatypes travel as their little-endian row-major bytes; BYTES elements as a
+# 4-byte little-endian length followed by that many bytes, one after the other.
+_LEN = struct.Struct("<I")
+
+
+def raw_nbytes(datatype_or_arr, shape=None) -> int | None:
+    """Bytes a fixed-size tensor takes raw; None for BYTES, whose size depends on its content."""
+    if isinstance(datatype_or_arr, np.ndarray):
+        arr = datatype_or_arr
+        return None if arr.dtype.kind in ("O", "S", "U") else int(arr.nbytes)
+    dtype = numpy_dtype(datatype_or_arr)
+    if dtype == np.object_:
+        return None
+    count = 1
+    for d in shape:
+        count *= d
+    return count * dtype.itemsize
+
+
+def decode_raw_tensor(name: str, datatype: Any, shape: Any, raw) -> np.ndarray:
+    """A tensor from its raw bytes (a bytes-like object, often a view of a request body or of
+    shared memory). Fixed-size types come back as a read-only view, without a copy."""
+    shape, count = _check_shape(name, shape)
+    dtype = numpy_dtype(datatype)
+    mv = memoryview(raw).cast("B")
+    if dtype == np.object_:
+        return _decode_bytes_elements(name, mv, count).reshape(shape)
+    need = count * dtype.itemsize
+    if len(mv) != need:
+        raise InvalidTensor(
+            f"tensor {name!r}: shape {shape_str(shape)} of {datatype} is {need} bytes, {len(mv)} given"
+        )
+    arr = np.frombuffer(mv, dtype=dtype.newbyteorder("<"), count=count)
+    if dtype.kind == "b" and count and np.frombuffer(mv, np.uint8, count).max() > 1:
+        # numpy would carry a byte of 2 as a "true" that compares unequal to True
+        raise InvalidTensor(f"tensor {name!r}: BOOL bytes must be 0 or 1")
+    return arr.reshape(shape)
+
+
+def _decode_bytes_elements(name: str, mv: memoryview, count: int) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    pos, end = 0, len(mv)
+    for i in range(count):
+        if pos + 4 > end:
+            raise InvalidTensor(f"tensor {name!r}: BYTES data ends inside the length of element {i} of {count}")
+        (n,) = _LEN.unpack_from(mv, pos)
+        pos += 4
+        if n > end - pos:
+            raise InvalidTensor(
+                f"tensor {name!r}: BYTES element {i} declares {n} bytes, only {end - pos} remain"
+            )
+        out[i] = bytes(mv[pos: pos + n])
+        pos += n
+    if pos != end:
+        raise InvalidTensor(f"tensor {name!r}: {end - pos} bytes left over after {count} BYTES elements")
+    return out
+
+
+def encode_raw_tensor(arr: np.ndarray) -> bytes | memoryview:
+    """The raw bytes of a tensor: a view of the array when it is contiguous and fixed-size."""
+    if arr.dtype.kind in ("O", "S", "U"):
+        parts = []
+        for v in arr.reshape(-1).tolist():
+            b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            parts.append(_LEN.pack(len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    if arr.size == 0:
+        return b""  # memoryview cannot cast a view with a zero in its shape
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return memoryview(np.ascontiguousarray(arr)).cast("B")

@@ -38,6 +38,8 @@ class Models:
     bool_: Path
     string: Path
     tokens: Path
+    identity: Path  # in_<TYPE> -> out_<TYPE> for FP32, FP16, INT64, BOOL, BYTES
+    slow: Path
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +54,8 @@ def models(tmp_path_factory) -> Models:
         bool_=onnx_models.logical_not(d / "not.onnx"),
         string=onnx_models.string_identity(d / "strings.onnx"),
         tokens=onnx_models.token_model(d / "tokens.onnx"),
+        identity=onnx_models.identity_all(d / "identity.onnx"),
+        slow=onnx_models.slow(d / "slow.onnx"),
     )
 
 

@@ -92,3 +92,49 @@ def padded(path: Path, megabytes: float) -> Path:
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(filler, "filler")],
     )
     return _save(graph, path)
+
+
+IDENTITY_TYPES = {"FP32": TensorProto.FLOAT, "FP16": TensorProto.FLOAT16, "INT64": TensorProto.INT64,
+                  "BOOL": TensorProto.BOOL, "BYTES": TensorProto.STRING}
+
+
+def identity_all(path: Path) -> Path:
+    """One Identity per Open Inference datatype of the protocol tests: input ``in_<TYPE>``
+    [batch, n] -> output ``out_<TYPE>``, so every value must come back exactly."""
+    nodes, inputs, outputs = [], [], []
+    for name, elem in IDENTITY_TYPES.items():
+        nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, ["batch", f"n_{name}"]))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, ["batch", f"n_{name}"]))
+    return _save(helper.make_graph(nodes, "identity_all", inputs, outputs), path)
+
+
+def slow(path: Path, width: int = 1024, rounds: int = 20) -> Path:
+    """``rounds`` MatMuls by one orthogonal matrix at ``width``: about 40 MFLOP per row, so a
+    request of a few hundred rows keeps the model busy long enough for others to queue."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((width, width)))
+    nodes, prev = [], "x"
+    for i in range(rounds):
+        nodes.append(helper.make_node("MatMul", [prev, "W"], [f"h{i}"]))
+        prev = f"h{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[numpy_helper.from_array(q.astype(np.float32), "W")],
+    )
+    return _save(graph, path)
+
+
+def row_sum(path: Path) -> Path:
+    """y = x summed over its second axis, x [batch, n] float32 of any n: a model whose cost is
+    moving its input, for comparing transports."""
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)], "row_sum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[axes],
+    )
+    return _save(graph, path)

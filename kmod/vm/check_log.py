@@ -4,7 +4,12 @@
 Exit 0 only when the smoke script reported no failure and its summary, the optional pytest run
 exited 0, the module unloaded, the guest dumped its kernel log, and no kernel line in the log
 (the dmesg dump or console printk lines) shows a BUG, Oops, WARNING or lockdep report.
+
+``--extract DIR`` also writes the files the guest handed back (base64 between MLOS-FILE-BEGIN
+<name> and MLOS-FILE-END: the guest's disk is gone when it powers off) into DIR.
 """
+import base64
+import os
 import re
 import sys
 
@@ -19,11 +24,24 @@ PYTEST_SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed|error|skipped|deselected
 
 def main(argv):
     path, want_pytest = argv[0], "--pytest" in argv
+    extract = argv[argv.index("--extract") + 1] if "--extract" in argv else None
+    files, current = {}, None
     lines = open(path, errors="replace").read().splitlines()
     problems, results, summary, pytest_line, exits = [], [], None, None, {}
     in_dmesg = dumped = False
     for line in lines:
         line = ANSI.sub("", line)
+        if line.startswith("MLOS-FILE-BEGIN "):
+            current = os.path.basename(line.split(" ", 1)[1].strip())
+            files[current] = []
+            continue
+        if line == "MLOS-FILE-END":
+            current = None
+            continue
+        if current is not None:
+            if not KLINE.match(line):               # a printk line may land inside the dump
+                files[current].append(line.strip())
+            continue
         if line == "MLOS-DMESG-BEGIN":
             in_dmesg = True
             continue
@@ -58,6 +76,12 @@ def main(argv):
         print(f"guest pytest: {pytest_line or 'no summary line'}")
     for p in problems:
         print(f"PROBLEM: {p}")
+    if extract:
+        os.makedirs(extract, exist_ok=True)
+        for name, chunks in files.items():
+            with open(os.path.join(extract, name), "wb") as f:
+                f.write(base64.b64decode("".join(chunks)))
+            print(f"guest file: {os.path.join(extract, name)}")
     print("RESULT:", "FAIL" if problems else "PASS")
     return 1 if problems else 0
 

@@ -2,7 +2,8 @@
 # Boot Debian's kernel under qemu (TCG) with mlos_ml.ko and kmod/vm/init in an initramfs, the
 # host's / shared read-only; then check the serial log (kmod/vm/check_log.py).
 # Environment: KVER, REPO (the checkout, also its path inside the guest), PYTEST_ARGS,
-# MODULE_PARAMS, VM_TIMEOUT (seconds, default 170), VM_LOG (where to keep the serial log).
+# MODULE_PARAMS, VM_TIMEOUT (seconds, default 170), VM_LOG (where to keep the serial log),
+# OUT_DIR (where to write the files the guest leaves in its /tmp/mlos-out).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=${REPO:-$(cd "$HERE/../.." && pwd)}
@@ -29,6 +30,7 @@ shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }   # shell-q
 	echo "REPO=$(shq "$REPO")"
 	echo "PYTEST_ARGS=$(shq "${PYTEST_ARGS:-}")"
 	echo "MODULE_PARAMS=$(shq "${MODULE_PARAMS:-}")"
+	echo "BENCH_ENV=$(shq "$(env | grep '^MLOS_BENCH_[A-Z_]*=[A-Za-z0-9._-]*$' | tr '\n' ' ')")"
 } > "$ROOT/etc/mlos-test.env"
 (cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) > "$WORK/initramfs.gz"
 
@@ -40,4 +42,4 @@ timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 3072 -smp 2 -nog
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 	< /dev/null 2>&1 | tr -d '\r' | tee "$VM_LOG"
 set -e
-python3 "$HERE/check_log.py" "$VM_LOG" ${PYTEST_ARGS:+--pytest}
+python3 "$HERE/check_log.py" "$VM_LOG" ${PYTEST_ARGS:+--pytest} ${OUT_DIR:+--extract "$OUT_DIR"}

@@ -9,11 +9,13 @@ from ..config import Settings
 from ..dataplane import DataPlane
 from ..metrics import Metrics
 from ..registry import Registry
+from ..shm_regions import SharedMemoryRegions, client_shm_allowed
 from ..zerocopy.server import ZeroCopyServer
 from .common import error_middleware
 from .mlos_api import MlosApi
 from .openai_api import OpenAIApi
 from .ops_api import OpsApi
+from .shm_api import SharedMemoryApi
 from .v2_api import V2Api
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,8 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     holder["plane"] = plane
     app[PLANE] = plane
 
-    mlos, v2, ops = MlosApi(plane), V2Api(plane), OpsApi(plane, metrics)
+    regions = SharedMemoryRegions(*client_shm_allowed(settings.allow_client_shm, settings.host, settings.http_enabled))
+    mlos, v2, ops = MlosApi(plane), V2Api(plane, regions), OpsApi(plane, metrics)
     app.add_routes(ops.routes())
     app.add_routes([
         web.get("/models", mlos.list_models),
@@ -42,6 +45,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     ])
     app.add_routes(mlos.routes("/v1"))
     app.add_routes(mlos.routes(""))
+    app.add_routes(SharedMemoryApi(regions).routes())
     app.add_routes(v2.routes())
     app.add_routes(OpenAIApi(plane).routes())
 
@@ -60,6 +64,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
         if plane.zerocopy is not None:
             await plane.zerocopy.close()
         await registry.close()
+        regions.close()  # after the models: no request can still be reading a region
 
     app.cleanup_ctx.append(lifecycle)
     return app

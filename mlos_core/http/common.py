@@ -20,11 +20,25 @@ def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> w
                         content_type="application/json", headers=headers)
 
 
-async def read_json(request: web.Request, *, required: bool = True) -> Any:
+# The Open Inference Protocol allows these request body encodings; aiohttp decodes them as it
+# reads, within the request size limit, so a small compressed body cannot expand past it.
+BODY_ENCODINGS = ("", "identity", "gzip", "deflate")
+
+
+async def read_body(request: web.Request) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in BODY_ENCODINGS:
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or no encoding")
     try:
-        body = await request.read()
+        return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(request) from None
+    except web.RequestPayloadError:
+        raise BadRequest(f"the request body is not valid {encoding or 'data'}: it could not be decoded") from None
+
+
+async def read_json(request: web.Request, *, required: bool = True) -> Any:
+    body = await read_body(request)
     if not body:
         if required:
             raise BadRequest("request body is empty; expected a JSON object")

@@ -70,7 +70,8 @@ class OpsApi:
         zc = self.plane.zerocopy
         state = zc.backend if zc is not None else {"mode": "off", "reason": "the zero-copy path is not running"}
         return {"device": KERNEL_DEVICE, "available": os.path.exists(KERNEL_DEVICE), **state,
-                **({"served": zc.served, "failed": zc.failed} if zc is not None else {})}
+                **({"served": zc.served, "failed": zc.failed} if zc is not None else {}),
+                "inference_priority": self.plane.registry.thread_priority.status()}
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body = self.metrics.render()  # on the loop: the gauges read live registry state

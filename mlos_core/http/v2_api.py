@@ -9,43 +9,25 @@ from aiohttp import web
 
 from .. import __version__
 from ..dataplane import DataPlane
-from ..errors import BadRequest, InvalidTensor
-from ..smi import ModelMetadata
-from ..tensors import decode_v2_tensor, encode_v2_tensor
-from .common import json_response, read_json, require_object, tensor_spec
+from ..errors import BadRequest
+from ..shm_regions import SharedMemoryRegions
+from .common import json_response, read_body, read_json, require_object, tensor_spec
+from .v2_binary import HEADER_LENGTH, decode_inputs, encode_outputs, infer_response, requested_outputs, split_body
+from .v2_extensions import V2Extensions
+from .v2_params import infer_params
 
-EXTENSIONS = ["model_repository", "statistics"]
-
-
-def _decoder(inputs: list):
-    def decode(meta: ModelMetadata):
-        out = {}
-        for obj in inputs:
-            name, arr = decode_v2_tensor(obj)
-            if name in out:
-                raise InvalidTensor(f"input {name!r} given twice")
-            out[name] = arr
-        return out
-
-    return decode
-
-
-def _requested_outputs(body: dict) -> list[str] | None:
-    outputs = body.get("outputs")
-    if outputs is None:
-        return None
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
-        raise BadRequest("'outputs' must be a list of objects with a 'name'")
-    return [o["name"] for o in outputs] or None
+EXTENSIONS = ["binary_tensor_data", "system_shared_memory", "model_repository", "model_configuration",
+              "statistics", "schedule_policy", "logging"]
 
 
 class V2Api:
-    def __init__(self, plane: DataPlane):
+    def __init__(self, plane: DataPlane, regions: SharedMemoryRegions):
         self.plane = plane
+        self.regions = regions
 
     def routes(self) -> list[web.RouteDef]:
         m = "/v2/models/{name:.+}"
-        return [
+        return V2Extensions(self.plane).routes(m) + [
             web.get("/v2", self.server_metadata),
             web.get("/v2/health/live", self.live),
             web.get("/v2/health/ready", self.ready),
@@ -89,23 +71,23 @@ class V2Api:
         })
 
     async def infer(self, request: web.Request) -> web.Response:
-        body = require_object(await read_json(request))
+        body, binary = split_body(await read_body(request), request.headers.get(HEADER_LENGTH))
+        body = require_object(body)
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise BadRequest("'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")
-        outputs = _requested_outputs(body)
+        name = request.match_info["name"]
+        params = infer_params(body, name)
+        outputs, out_params = requested_outputs(body, self.regions)
         result = await self.plane.infer(
-            request.match_info["name"], _decoder(inputs), version=request.match_info.get("version"),
-            outputs=outputs, api="v2",
+            name, lambda meta: decode_inputs(inputs, binary, self.regions), version=request.match_info.get("version"),
+            outputs=outputs, priority=params.priority, timeout_s=params.timeout_s, api="v2",
         )
-        answer = {
-            "model_name": result.model_id,
-            "model_version": result.version,
-            "outputs": [encode_v2_tensor(k, v) for k, v in result.outputs.items()],
-        }
+        entries, chunks = encode_outputs(result.outputs, out_params, params.binary_output, self.regions)
+        answer = {"model_name": result.model_id, "model_version": result.version, "outputs": entries}
         if "id" in body:
             answer["id"] = body["id"]
-        return json_response(answer)
+        return infer_response(answer, chunks, request)
 
     async def repository_index(self, request: web.Request) -> web.Response:
         body = await read_json(request, required=False)
@@ -121,7 +103,11 @@ class V2Api:
         return json_response(out)
 
     async def load(self, request: web.Request) -> web.Response:
-        await read_json(request, required=False)
+        body = await read_json(request, required=False)
+        params = body.get("parameters") if isinstance(body, dict) else None
+        if isinstance(params, dict) and any(k == "config" or k.startswith("file:") for k in params):
+            raise BadRequest("loading a model with a new configuration or files is not supported: register the "
+                             "model file with POST /v1/models/register, then load it by name")
         await self.plane.registry.load(request.match_info["name"])
         return json_response({})
 

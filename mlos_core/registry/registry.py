@@ -28,6 +28,7 @@ from ..plugins import plugin_for
 from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve
+from ..thread_priority import ThreadPriority
 from .store import ModelRecord, RegistryStore
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,13 @@ class Registry:
         self._store = RegistryStore(settings.data_path / "registry.db")
         self._packages = settings.data_path / "packages"
         # Model inference threads; loads get their own pool so a slow load never blocks serving.
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlos-infer")
-        self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlos-load")
+        # Both take the configured scheduling class as they start (a session's own thread pool,
+        # created in a load thread, inherits it).
+        self.thread_priority = ThreadPriority(settings.inference_priority, settings.zerocopy_socket or None)
+        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlos-infer",
+                                           initializer=self.thread_priority)
+        self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlos-load",
+                                                 initializer=self.thread_priority)
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
 
@@ -177,6 +183,7 @@ class Registry:
                 await self._unload(entry, State.REGISTERED, persist=False)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._load_executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.thread_priority.close)
         await asyncio.to_thread(self._store.close)
 
     async def _load_quietly(self, entry: ModelEntry) -> None:
@@ -340,7 +347,7 @@ class Registry:
             model, self.executor,
             max_batch_size=entry.option("max_batch_size", self.settings),
             max_batch_delay_s=entry.option("max_batch_delay_us", self.settings) / 1e6,
-            instances=_instances(entry.option("instances", self.settings), model),
+            instances=instances_for(entry.option("instances", self.settings), model),
             on_execution=hook,
         )
         entry.error = None
@@ -468,7 +475,7 @@ def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
     return model
 
 
-def _instances(configured: int, model: Model) -> int:
+def instances_for(configured: int, model: Model) -> int:
     """0 means automatic: a batching model keeps one execution busy with whole batches; a model
     that cannot batch runs two requests at once, so the next one is already in the runtime
     while the event loop hands the last answer back (measured: benchmarks/, README)."""

@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import InvalidTensor
-from ..tensors import numpy_dtype, v2_datatype
+from ..tensors import decode_raw_tensor, numpy_dtype, v2_datatype
 
 MAGIC = b"MLZC"
 VERSION = 1
@@ -108,7 +108,8 @@ def read_tensors(buf, writable: bool = False) -> dict[str, np.ndarray]:
             raise InvalidTensor(f"tensor {name!r}: shape {shape} of {e['datatype']} is not {nbytes} bytes")
         if off < _HEAD.size + hlen or off % dtype.itemsize or off + nbytes > len(mv):
             raise InvalidTensor(f"tensor {name!r}: bytes {off}..{off + nbytes} lie outside the buffer's data")
-        view = np.frombuffer(mv, dtype=dtype, count=count, offset=off).reshape(shape)
+        # the same raw-tensor decoding as the Open Inference binary and shared-memory paths
+        view = decode_raw_tensor(name, e["datatype"], shape, mv[off: off + nbytes])
         if not writable:
             view.flags.writeable = False
         if name in out:

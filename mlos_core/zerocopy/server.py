@@ -31,7 +31,9 @@ class ZeroCopyServer:
         self.workers = workers
         self.device = None
         self._tasks: list[asyncio.Task] = []
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlos-zerocopy")
+        # the threads that take, map and complete requests run at the inference threads' class
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlos-zerocopy",
+                                        initializer=plane.registry.thread_priority)
         self._closing = False
         self.served = self.failed = 0
 

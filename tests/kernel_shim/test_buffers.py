@@ -170,6 +170,24 @@ print(int(arr.sum()), int(arr[-1]))                 # the array keeps its pages
     assert out.split() == ["1", str(7 * 4096), "7"]   # the device's one fd (or broker socket)
 
 
+def test_userspace_buffers_cannot_be_resized(backend):
+    """A memfd's holder could otherwise shrink it under another process's mapping (SIGBUS there)."""
+    if backend.name != "userspace":
+        pytest.skip("kernel buffers have no file a holder could truncate")
+    from kernel_shim.client import UserspaceDevice
+    with UserspaceDevice(backend.socket) as d:
+        msg, fds = d._call("alloc", length=PAGE, flags=0)
+        try:
+            for size in (0, 2 * PAGE):
+                with pytest.raises(PermissionError):
+                    os.ftruncate(fds[0], size)
+            assert os.fstat(fds[0]).st_size == PAGE
+        finally:
+            for fd in fds:
+                os.close(fd)
+            d.unpin(msg["handle"])
+
+
 def test_sigkill_leaks_nothing(dev, backend):
     base = leak_keys(dev.stats())
     with dev.alloc(PAGE) as mine:

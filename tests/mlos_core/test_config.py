@@ -60,3 +60,19 @@ def test_bad_files(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(str(bad), {}, environ={})
+
+
+def test_client_shared_memory_setting():
+    assert load_settings(None, {}, environ={}).allow_client_shm == "auto"
+    assert load_settings(None, {"allow_client_shm": "TRUE"}, environ={}).allow_client_shm == "true"
+    assert load_settings(None, {}, environ={"MLOS_ALLOW_CLIENT_SHM": "0"}).allow_client_shm == "false"
+    with pytest.raises(ConfigError, match="allow_client_shm must be auto, true or false, not 'maybe'"):
+        load_settings(None, {"allow_client_shm": "maybe"}, environ={})
+
+
+def test_allow_client_shm_flag():
+    from mlos_core.__main__ import _parser
+
+    assert _parser().parse_args(["--allow-client-shm=true"]).allow_client_shm == "true"
+    assert _parser().parse_args(["--allow-client-shm"]).allow_client_shm == "true"
+    assert _parser().parse_args([]).allow_client_shm is None

@@ -87,3 +87,57 @@ def test_validate_names_dtypes_shapes():
         validate_inputs({**good, "scale": np.zeros((1, 5), np.float32)}, META)
     with pytest.raises(InvalidTensor, match=r"expects shape \[-1, -1\], got \[3\]"):
         validate_inputs({**good, "input_ids": np.zeros(3, np.int64)}, META)
+
+
+# ---- raw bytes (binary data and shared memory) ------------------------------------------------
+from mlos_core.tensors import decode_raw_tensor, encode_raw_tensor, raw_nbytes  # noqa: E402
+
+
+@pytest.mark.parametrize("arr", [
+    np.array([[1.5, -0.0], [np.inf, np.nan]], dtype=np.float32),
+    np.array([0.5, 65504], dtype=np.float16),
+    np.array([[-(2**63), 2**63 - 1]], dtype=np.int64),
+    np.array([[True, False, True]]),
+    np.array([7, 0, 255], dtype=np.uint8),
+    np.zeros((2, 0), dtype=np.float64),
+])
+def test_raw_round_trip_is_bit_exact_and_a_view(arr):
+    raw = encode_raw_tensor(arr)
+    assert bytes(raw) == arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+    back = decode_raw_tensor("t", {np.dtype(np.bool_): "BOOL"}.get(arr.dtype) or
+                             {"f": "FP", "i": "INT", "u": "UINT"}[arr.dtype.kind] + str(arr.dtype.itemsize * 8),
+                             list(arr.shape), raw)
+    assert back.shape == arr.shape and back.tobytes() == arr.tobytes()
+    assert raw_nbytes(arr) == arr.nbytes
+    body = bytearray(raw)
+    if arr.size:  # no copy: the tensor reads the buffer it was given
+        view = decode_raw_tensor("t", "UINT8", [len(body)], body)
+        body[0] ^= 0xFF
+        assert view[0] == body[0]
+
+
+def test_raw_bytes_elements_are_length_prefixed():
+    arr = np.array([["héllo".encode(), b""], [b"\x00\xff", "x".encode()]], dtype=object)
+    raw = encode_raw_tensor(arr)
+    assert bytes(raw) == b"\x06\x00\x00\x00h\xc3\xa9llo\x00\x00\x00\x00\x02\x00\x00\x00\x00\xff\x01\x00\x00\x00x"
+    back = decode_raw_tensor("s", "BYTES", [2, 2], raw)
+    assert back.tolist() == arr.tolist()
+    assert raw_nbytes(arr) is None and raw_nbytes("BYTES", [2]) is None and raw_nbytes("FP32", [2, 3]) == 24
+    # str elements (as onnxruntime returns them) are sent as UTF-8
+    assert bytes(encode_raw_tensor(np.array(["ok"], dtype=object))) == b"\x02\x00\x00\x00ok"
+
+
+@pytest.mark.parametrize("datatype,shape,raw,message", [
+    ("FP32", [2], b"\0" * 7, "tensor 't': shape [2] of FP32 is 8 bytes, 7 given"),
+    ("FP32", [-1], b"", "shape must be a list of non-negative integers"),
+    ("FP32", [2**31, 2], b"", "is too large"),
+    ("INT4", [1], b"\0", "unknown datatype 'INT4'"),
+    ("BOOL", [2], b"\x01\x05", "BOOL bytes must be 0 or 1"),
+    ("BYTES", [2], b"\x01\x00\x00\x00a", "BYTES data ends inside the length of element 1 of 2"),
+    ("BYTES", [1], b"\xff\xff\xff\xffabc", "BYTES element 0 declares 4294967295 bytes, only 3 remain"),
+    ("BYTES", [1], b"\x01\x00\x00\x00ab", "1 bytes left over after 1 BYTES elements"),
+])
+def test_raw_malformed(datatype, shape, raw, message):
+    with pytest.raises(InvalidTensor) as e:
+        decode_raw_tensor("t", datatype, shape, raw)
+    assert message in e.value.message

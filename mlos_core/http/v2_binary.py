@@ -1,0 +1,183 @@
+"""The binary tensor data extension of the Open Inference Protocol, and tensors that live in
+registered system shared memory.
+
+A request body may be a JSON header of ``Inference-Header-Content-Length`` bytes followed by
+raw tensor bytes: each input whose ``parameters`` carry ``binary_data_size`` takes that many
+bytes, in the order the inputs are listed, and together they must use the binary part exactly.
+An input may instead name ``shared_memory_region`` (with ``shared_memory_offset`` and
+``shared_memory_byte_size``), or carry JSON ``data``; the three mix freely in one request.
+Outputs come back as JSON data, as raw bytes after a JSON header (``binary_data`` per output,
+or ``binary_data_output`` for all), or written into a registered region. The raw form of each
+datatype is ``mlos_core.tensors``'s (little-endian; BYTES elements length-prefixed).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+from aiohttp.web import ContentCoding
+
+from ..errors import BadRequest, InvalidTensor
+from ..shm_regions import SharedMemoryRegions
+from ..tensors import decode_raw_tensor, decode_v2_tensor, encode_raw_tensor, encode_v2_tensor, v2_datatype
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_SHM_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+    """The JSON header (parsed) and the binary part of a request body."""
+    if header_length is None:
+        head, binary = body, memoryview(b"")
+    else:
+        text = header_length.strip()
+        if not text.isdigit():
+            raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer, got {header_length!r}")
+        n = int(text)
+        if n > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} is {n} but the request body is only {len(body)} bytes")
+        head, binary = memoryview(body)[:n], memoryview(body)[n:]
+    if not len(head):
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(head), binary
+    except orjson.JSONDecodeError as e:
+        if header_length is not None:
+            raise BadRequest(f"malformed JSON in the first {len(head)} bytes ({HEADER_LENGTH}): {e}") from None
+        hint = (f" (binary tensor data needs an {HEADER_LENGTH} header)"
+                if "unexpected content after document" in str(e) else "")
+        raise BadRequest(f"malformed JSON in the body: {e}{hint}") from None
+
+
+def _parameters(obj: dict, what: str) -> dict:
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{what}: 'parameters' must be a JSON object")
+    return params
+
+
+def decode_inputs(inputs: list, binary: memoryview, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    pos = 0
+    for obj in inputs:
+        if not isinstance(obj, dict):
+            raise InvalidTensor("each input must be an object with name, shape, datatype and data")
+        name = obj.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidTensor("input without a 'name'")
+        what = f"input {name!r}"
+        params = _parameters(obj, what)
+        if "binary_data_size" in params or "shared_memory_region" in params:
+            if "data" in obj:
+                raise InvalidTensor(f"{what} has both 'data' and binary or shared-memory parameters; give one")
+            for key in ("shape", "datatype"):
+                if key not in obj:
+                    raise InvalidTensor(f"{what} has no {key!r}")
+        if "binary_data_size" in params:
+            if "shared_memory_region" in params:
+                raise InvalidTensor(f"{what} has both binary_data_size and shared_memory_region; give one")
+            size = params["binary_data_size"]
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InvalidTensor(f"{what}: binary_data_size must be a non-negative integer, got {size!r}")
+            if size > len(binary) - pos:
+                raise InvalidTensor(
+                    f"{what}: binary_data_size {size} runs past the binary data: {len(binary) - pos} of its "
+                    f"{len(binary)} bytes remain" + ("" if len(binary) else f" (no {HEADER_LENGTH} header?)"))
+            arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], binary[pos: pos + size])
+            pos += size
+        elif "shared_memory_region" in params:
+            window = regions.window(params["shared_memory_region"], params.get("shared_memory_offset"),
+                                    params.get("shared_memory_byte_size"), what)
+            arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], window)
+        else:
+            name, arr = decode_v2_tensor(obj)
+        if name in out:
+            raise InvalidTensor(f"input {name!r} given twice")
+        out[name] = arr
+    if pos != len(binary):
+        raise InvalidTensor(f"the request carries {len(binary)} bytes of binary data after its JSON header; "
+                            f"its inputs' binary_data_size add up to {pos}")
+    return out
+
+
+def requested_outputs(body: dict, regions: SharedMemoryRegions) -> tuple[list[str] | None, dict[str, dict]]:
+    """The output names a request asks for (None: all) and each one's parameters, checked
+    before the model runs so a bad region never costs an inference."""
+    outputs = body.get("outputs")
+    if outputs is None:
+        return None, {}
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    params: dict[str, dict] = {}
+    for o in outputs:
+        what = f"output {o['name']!r}"
+        p = _parameters(o, what)
+        if p.get("classification"):
+            raise BadRequest(f"{what}: the classification extension is not supported; ask for the tensor")
+        if "binary_data" in p and not isinstance(p["binary_data"], bool):
+            raise BadRequest(f"{what}: binary_data must be true or false")
+        if "shared_memory_region" in p:
+            regions.window(p["shared_memory_region"], p.get("shared_memory_offset"),
+                           p.get("shared_memory_byte_size"), what).release()
+        params[o["name"]] = p
+    return [o["name"] for o in outputs] or None, params
+
+
+def encode_outputs(outputs: dict[str, np.ndarray], params: dict[str, dict], binary_default: bool,
+                   regions: SharedMemoryRegions) -> tuple[list[dict], list]:
+    """JSON output entries, and the raw chunks that follow the JSON header in order."""
+    entries, chunks = [], []
+    for name, arr in outputs.items():
+        p = params.get(name, {})
+        head = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
+        if "shared_memory_region" in p:
+            raw = encode_raw_tensor(arr)
+            window = regions.window(p["shared_memory_region"], p.get("shared_memory_offset"),
+                                    p.get("shared_memory_byte_size"), f"output {name!r}")
+            try:
+                if len(raw) > len(window):
+                    raise BadRequest(
+                        f"output {name!r} is {len(raw)} bytes; shared memory region {p['shared_memory_region']!r} "
+                        f"gives {len(window)} bytes at offset {p.get('shared_memory_offset') or 0}")
+                window[: len(raw)] = raw
+            finally:
+                window.release()
+            entry = {**head, "parameters": {**{k: p[k] for k in _SHM_KEYS if k in p},
+                                            "shared_memory_byte_size": len(raw)}}
+        elif p.get("binary_data", binary_default):
+            raw = encode_raw_tensor(arr)
+            entry = {**head, "parameters": {"binary_data_size": len(raw)}}
+            chunks.append(raw)
+        else:
+            entry = encode_v2_tensor(name, arr)
+        entries.append(entry)
+    return entries, chunks
+
+
+def _compression(request: web.Request) -> ContentCoding | None:
+    offered = {}
+    for part in request.headers.get("Accept-Encoding", "").lower().split(","):
+        coding, _, q = part.strip().partition(";")
+        q = q.strip()
+        offered[coding.strip()] = not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    for coding in (ContentCoding.gzip, ContentCoding.deflate):
+        if offered.get(coding.value):
+            return coding
+    return None
+
+
+def infer_response(answer: dict, chunks: list, request: web.Request) -> web.Response:
+    head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if chunks:
+        resp = web.Response(body=b"".join([head, *chunks]), content_type="application/octet-stream",
+                            headers={HEADER_LENGTH: str(len(head))})
+    else:
+        resp = web.Response(body=head, content_type="application/json")
+    coding = _compression(request)
+    if coding is not None:
+        resp.enable_compression(coding)
+    return resp
