@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test bench bench-core bench-llm bench-kmod bench-oip kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ KMOD_PYTEST ?= tests/kernel_shim tests/mlos_core/zerocopy/test_server.py -k kern
 
 # The host suite, then the kernel module in a qemu guest where this machine can boot one
 # (kmod/vm/can-run.sh says why not elsewhere; MLOS_SKIP_VM=1 skips it on purpose).
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider
 	@if why=$$(kmod/vm/can-run.sh); then \
 		$(MAKE) --no-print-directory kmod-test PYTEST_ARGS="$(KMOD_PYTEST)" VM_TIMEOUT=900; \
@@ -43,7 +43,51 @@ test: setup
 		echo "make test: SKIPPED the kernel-module tests in a VM (make kmod-test): $$why"; \
 	fi
 
-bench: bench-core bench-llm
+# Debian's Chromium, for the validator report's browser test and its screenshot (apt-get as root;
+# elsewhere the browser test skips and says why).
+BROWSER_PKGS := validation/report/browser-packages.txt
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$(cat $(BROWSER_PKGS)); }
+
+VALIDATION_OUT ?= validation-results
+# the kernel comparison of the last `make bench`, when there is one, joins the report
+VALIDATION_EXTRA = $(if $(wildcard $(BENCH_DIR)/kernel-comparison.json),--in $(BENCH_DIR))
+# The validator's offline suite end to end (tiny models of the 18 seed architectures + the real
+# PyPI models, both modes; kernel mode is skipped with its reason where /dev/mlos-ml is absent),
+# then the report, written even when a model failed; the exit code is the run's.
+e2e-test: setup browser
+	rc=0; $(PY) -m validation run --suite offline --mode both --out $(VALIDATION_OUT) || rc=$$?; \
+	$(PY) -m validation report --in $(VALIDATION_OUT) $(VALIDATION_EXTRA) --out $(VALIDATION_OUT)/report.html \
+		--screenshot $(VALIDATION_OUT)/report.png || rc=$$((rc ? rc : 1)); exit $$rc
+
+report: setup
+	$(PY) -m validation report --in $(VALIDATION_OUT) $(VALIDATION_EXTRA) --out $(VALIDATION_OUT)/report.html
+
+report-screenshot: setup browser
+	$(PY) -m validation report --in $(VALIDATION_OUT) $(VALIDATION_EXTRA) --out $(VALIDATION_OUT)/report.html \
+		--screenshot $(VALIDATION_OUT)/report.png
+
+# `make bench`: the validator's kernel vs userspace comparison (LoadGen's SingleStream, Offline
+# and Server on the zero-copy path; runs interleaved, bootstrap intervals) for MatMul, Silero
+# VAD and MiniLM. Natively where /dev/mlos-ml exists, else inside the TCG guest of kmod-test
+# (about 8 minutes; emulated: read the ratios). MiniLM is converted to ONNX on the host first:
+# the guest sees the checkout read-only. kernel-comparison.json lands in $(BENCH_DIR).
+bench: bench-validation
+
+VAL_BENCH := benchmarks/test_validation_kernel.py --benchmark-only -q
+bench-validation: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m validation.kernel_workload prepare-minilm $(BENCH_DIR)/minilm-onnx
+	@if [ -e /dev/mlos-ml ]; then \
+		MLOS_BENCH_OUT=$(abspath $(BENCH_DIR))/kernel-comparison.json $(PY) -m pytest -p no:cacheprovider \
+			$(VAL_BENCH) --benchmark-json=$(BENCH_DIR)/validation-bench.json; \
+	elif why=$$(kmod/vm/can-run.sh); then \
+		$(MAKE) --no-print-directory kmod-test VM_TIMEOUT=1500 OUT_DIR=$(abspath $(BENCH_DIR)) \
+			PYTEST_ARGS="$(VAL_BENCH) --benchmark-json=/tmp/mlos-out/validation-bench.json"; \
+	else \
+		echo "make bench: SKIPPED (no /dev/mlos-ml and no VM here): $$why"; exit 0; \
+	fi && $(PY) -m validation.compare render $(BENCH_DIR)/kernel-comparison.json
 
 bench-core: setup
 	mkdir -p $(BENCH_DIR)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from .conftest import kernel_path_core, needs_mlos_device
-from .stats import percentile_ci, ratio_ci
+from validation.stats import percentile_ci, ratio_ci
 
 SCALE = float(os.environ.get("MLOS_BENCH_KPATH_SCALE", "1"))
 EMULATED = os.environ.get("MLOS_BENCH_EMULATED") == "1"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .conftest import ROOT, kernel_path_core, needs_mlos_device
-from .stats import percentile_ci, ratio_ci
+from validation.stats import percentile_ci, ratio_ci
 
 PRIO_SECONDS = float(os.environ.get("MLOS_BENCH_PRIO_SECONDS", "12"))
 EMULATED = os.environ.get("MLOS_BENCH_EMULATED") == "1"

@@ -62,6 +62,10 @@ class LoadOptions:
     inter_op_threads: int = 1
     allow_spinning: bool = False
     task: str | None = None  # overrides the task the manifest or config.json implies
+    # the task came from the package manifest, not the register request: when it does not fit the
+    # model (e.g. CLIP exported as feature-extraction, an ASR task the core has no layer for), the
+    # model is served as what its directory implies (or as tensors) instead of failing to load
+    task_from_manifest: bool = False
     chat_template: str | None = None  # a Jinja chat template overriding the model's own
     cache_dir: Path | None = None  # where a plugin may keep artefacts derived from the model
     # format-specific settings, e.g. GGUF: n_ctx, n_threads, n_batch

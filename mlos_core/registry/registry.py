@@ -366,6 +366,7 @@ class Registry:
             intra_op_threads=entry.option("intra_op_threads", self.settings),
             inter_op_threads=entry.option("inter_op_threads", self.settings),
             task=entry.record.options.get("task") or ext.get("task"),
+            task_from_manifest=not entry.record.options.get("task") and bool(ext.get("task")),
             chat_template=entry.record.options.get("chat_template") or ext.get("chat_template"),
             extra=runtime,
         )
@@ -471,7 +472,14 @@ def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
         from ..tasks import attach
 
         folder = source.package_dir or (source.model_path if source.model_path.is_dir() else source.model_path.parent)
-        model = attach(model, folder, options.task, chat_template=options.chat_template)
+        try:
+            model = attach(model, folder, options.task, chat_template=options.chat_template)
+        except UnprocessableModel as e:
+            if not options.task_from_manifest:
+                raise
+            log.warning("%s: the manifest's task %r does not fit (%s); serving what the directory implies",
+                        folder, options.task, e.message)
+            model = attach(model, folder, None, chat_template=options.chat_template)
     return model
 
 

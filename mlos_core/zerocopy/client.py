@@ -43,7 +43,8 @@ class LocalClient:
         ``copy=False`` the outputs are views of the shared buffer, valid until the next call."""
         from kernel_shim import REQ_DONE, model_id_for
 
-        arrays = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+        # np.require keeps 0-d inputs 0-d (np.ascontiguousarray would make a scalar shape [1])
+        arrays = {k: np.require(v, requirements="C") for k, v in inputs.items()}
         self._in = self._buffer(self._in, required_size(arrays))
         write_tensors(self._in.memoryview, arrays)
         self._out = self._buffer(self._out, output_bytes or max(1 << 16, 2 * required_size(arrays)))

@@ -67,3 +67,14 @@ def test_health_names_the_backend(core):
     assert kernel["mode"] == core.backend
     assert f"MLOS_KERNEL={'on' if core.backend == 'kernel' else 'off'}" in kernel["reason"]
     assert kernel["available"] is os.path.exists("/dev/mlos-ml")
+
+
+def test_scalar_inputs_keep_their_shape(core, silero):
+    """Silero's sample rate is a 0-d tensor: it must reach the core as shape [], not [1]."""
+    assert core.call("POST", "/v1/models/register", {"model_id": "zc/vad@6", "path": str(silero)})[0] == 200
+    feed = {"input": np.zeros((1, 512), np.float32), "state": np.zeros((2, 1, 128), np.float32),
+            "sr": np.array(16000, np.int64)}
+    with _client(core) as client:
+        out = client.infer("zc/vad@6", feed)
+    assert out["output"].shape == (1, 1) and 0.0 <= float(out["output"][0, 0]) <= 1.0
+    assert out["stateN"].shape == (2, 1, 128)

@@ -1,0 +1,41 @@
+"""Statistics for A/B comparisons on a noisy machine: medians, percentiles and ratios with
+bootstrap confidence intervals (percentile method, fixed seed so a report is reproducible).
+
+A ratio "differs" only when its interval excludes 1.0; otherwise the verdict is "no significant
+difference", whatever the point estimate says.
+
+The one implementation: benchmarks/ (stats.py re-exports it) and validation/compare.py use it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BOOTSTRAP = 2000
+SEED = 20261126
+
+
+def _boot(samples: np.ndarray, stat, n: int, rng) -> np.ndarray:
+    idx = rng.integers(0, len(samples), size=(n, len(samples)))
+    return stat(samples[idx], axis=1)
+
+
+def percentile_ci(samples, q: float = 50.0, level: float = 0.95, n: int = BOOTSTRAP) -> dict:
+    """The ``q``-th percentile of ``samples`` with its bootstrap interval."""
+    a = np.asarray(samples, dtype=np.float64)
+    rng = np.random.default_rng(SEED)
+    boot = _boot(a, lambda x, axis: np.percentile(x, q, axis=axis), n, rng)
+    lo, hi = np.percentile(boot, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return {"value": float(np.percentile(a, q)), "ci_low": float(lo), "ci_high": float(hi), "n": int(a.size)}
+
+
+def ratio_ci(a, b, q: float = 50.0, level: float = 0.95, n: int = BOOTSTRAP) -> dict:
+    """percentile_q(a) / percentile_q(b), each side resampled independently; with a verdict."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(SEED)
+    pa = _boot(a, lambda x, axis: np.percentile(x, q, axis=axis), n, rng)
+    pb = _boot(b, lambda x, axis: np.percentile(x, q, axis=axis), n, rng)
+    lo, hi = np.percentile(pa / pb, [50 * (1 - level), 100 - 50 * (1 - level)])
+    ratio = float(np.percentile(a, q) / np.percentile(b, q))
+    verdict = "no significant difference" if lo <= 1.0 <= hi else ("lower" if hi < 1.0 else "higher")
+    return {"ratio": ratio, "ci_low": float(lo), "ci_high": float(hi), "verdict": verdict}
