@@ -112,7 +112,8 @@ bench-oip: setup
 	test -x $(BENCH_VENVS)/pytriton/bin/python || { /usr/bin/python3.11 -m venv $(BENCH_VENVS)/pytriton && \
 		$(BENCH_VENVS)/pytriton/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime; }
 	$(PY) -m benchmarks.vision_model
-	$(PY) -m pytest benchmarks/test_oip.py -p no:cacheprovider -q
+	$(PY) -m pytest benchmarks/test_oip.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/oip-benchmark.json -q
 	$(PY) -m benchmarks.report_oip $(BENCH_DIR)/oip.json
 
 kmod:

@@ -156,17 +156,22 @@ def _load(case: dict, concurrency: int) -> dict:
     return result
 
 
-def test_oip_paths_interleaved(bench):
-    """Every (server, path) point, round after round; raw figures to benchmarks/results/oip.json."""
+def test_oip_paths_interleaved(benchmark, bench):
+    """Every (server, path) point, round after round, under pytest-benchmark (one pedantic round
+    holding the whole interleaved run); raw figures in extra_info and benchmarks/results/oip.json."""
     rows = []
-    for rnd in range(ROUNDS):
-        for batch, concurrency in POINTS:
-            for case in (c for c in bench["cases"] if c["batch"] == batch):
-                r = _load(case, concurrency)
-                assert r["errors"] == 0, f"{case['peer'].name} {case['path']}: {r['error_sample']}"
-                rows.append({"server": case["peer"].name, "path": case["path"], "batch": batch,
-                             "concurrency": concurrency, "round": rnd, **r,
-                             "images_per_s": r["throughput_rps"] * batch})
+
+    def interleaved():
+        for rnd in range(ROUNDS):
+            for batch, concurrency in POINTS:
+                for case in (c for c in bench["cases"] if c["batch"] == batch):
+                    r = _load(case, concurrency)
+                    assert r["errors"] == 0, f"{case['peer'].name} {case['path']}: {r['error_sample']}"
+                    rows.append({"server": case["peer"].name, "path": case["path"], "batch": batch,
+                                 "concurrency": concurrency, "round": rnd, **r,
+                                 "images_per_s": r["throughput_rps"] * batch})
+
+    benchmark.pedantic(interleaved, rounds=1, iterations=1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     doc = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": commit,
@@ -176,6 +181,7 @@ def test_oip_paths_interleaved(bench):
         "rounds": ROUNDS, "duration_s": DURATION, "skipped": bench["skipped"], "unsupported": bench["unsupported"],
         "points": rows,
     }
+    benchmark.extra_info["oip"] = doc
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=1))
     assert rows

@@ -1,17 +1,21 @@
 """System shared-memory regions that clients register (the Open Inference Protocol extension).
 
 A client creates a POSIX shared-memory object (``shm_open``: a file under ``/dev/shm``), writes
-input tensors into it, and registers ``(name, key, offset, byte_size)``. The core maps that
-window once, at registration, and inference requests then name a region, an offset and a byte
-size inside it: inputs are read as numpy views of the mapping and outputs are written into it,
-so tensor bytes never travel through HTTP.
+input tensors into it, and registers ``(name, key, offset, byte_size)``. The core opens the
+object once, at registration, and inference requests then name a region, an offset and a byte
+size inside it: inputs are read from it and outputs written into it with ``pread``/``pwrite``
+on that descriptor, so tensor bytes never travel through HTTP.
+
+Why not a mapping read in place: the client keeps write access to its object and may shrink it
+at any moment; touching a mapped page past the end of its file is a SIGBUS, which would kill the
+server mid-request (POSIX shared memory, unlike a memfd, cannot be sealed against shrinking). A
+``pread`` of a shrunk object returns short, which is a clear 400; a ``pwrite`` cannot fault. The
+price is one copy of each input by the kernel, against the whole JSON/HTTP path it replaces.
 
 Every number a client gives is checked: the key names an object directly under ``/dev/shm``
 (no ``/`` after the leading one, no ``..``, opened relative to that directory with
 ``O_NOFOLLOW``, and it must be a regular file); the window must lie within the object when
-registered; each request's offset and size must lie within the window; and before each use the
-object's current size is checked again, because the client may have shrunk it since, and
-touching a mapped page past the end of its file is a SIGBUS, not an exception.
+registered; each request's offset and size must lie within the window.
 
 Why registration is a security decision: a client that registers a key makes the server open
 any shared-memory object its user can open, read it through an input and write model outputs
@@ -23,7 +27,6 @@ Triton builds require.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 import threading
@@ -34,7 +37,7 @@ from .errors import BadRequest, Forbidden, NotFound
 SHM_DIR = "/dev/shm"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_NAME = 255
-MAX_REGIONS = 1024  # each holds a descriptor and a mapping: a client must not exhaust either
+MAX_REGIONS = 1024  # each holds a descriptor: a client must not exhaust them
 
 
 def client_shm_allowed(setting: str, host: str, http_enabled: bool = True) -> tuple[bool, str]:
@@ -75,8 +78,8 @@ class Region:
     offset: int
     byte_size: int
     fd: int
-    mm: mmap.mmap
-    skip: int  # where the window starts inside the mapping (mmap offsets are page-aligned)
+    users: int = 0          # reads and writes in progress: the fd closes after the last one
+    unregistered: bool = False
 
     def describe(self) -> dict:
         return {"name": self.name, "key": self.key, "offset": self.offset, "byte_size": self.byte_size}
@@ -109,16 +112,10 @@ class SharedMemoryRegions:
             if offset + byte_size > size:
                 raise BadRequest(f"shared memory region {name!r}: offset {offset} + byte_size {byte_size} runs past "
                                  f"the end of {key!r}, which is {size} bytes")
-            start = offset - offset % mmap.ALLOCATIONGRANULARITY
-            try:
-                mm = mmap.mmap(fd, offset + byte_size - start, mmap.MAP_SHARED,
-                               mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
-            except (OSError, ValueError, OverflowError) as e:
-                raise BadRequest(f"shared memory region {name!r}: cannot map {key!r}: {e}") from None
         except BaseException:
             os.close(fd)
             raise
-        region = Region(name, key, offset, byte_size, fd, mm, offset - start)
+        region = Region(name, key, offset, byte_size, fd)
         with self._lock:
             if name in self._regions:  # registered concurrently meanwhile
                 self._release(region)
@@ -154,13 +151,15 @@ class SharedMemoryRegions:
             self._release(region)
         return names
 
-    @staticmethod
-    def _release(region: Region) -> None:
-        try:
-            region.mm.close()
-        except BufferError:
-            pass  # a request still holds a view: the mapping goes with the last one
-        os.close(region.fd)
+    def _release(self, region: Region) -> None:
+        """Close the region's descriptor now, or after the reads and writes still using it: a
+        closed fd number may be reused by another file at once, so it must never be closed
+        under an operation in progress."""
+        with self._lock:
+            region.unregistered = True
+            close = region.users == 0
+        if close:
+            os.close(region.fd)
 
     def close(self) -> None:
         self.unregister(None)
@@ -173,8 +172,8 @@ class SharedMemoryRegions:
                 raise NotFound(f"no shared memory region named {name!r} is registered")
             return [self._regions[name].describe()]
 
-    def window(self, name, offset, byte_size, what: str) -> memoryview:
-        """The bytes ``[offset, offset + byte_size)`` of a region, checked, as a view of the mapping."""
+    def check(self, name, offset, byte_size, what: str) -> tuple[Region, int, int]:
+        """The region and the checked ``(offset, byte_size)`` a tensor names inside it."""
         if not isinstance(name, str):
             raise BadRequest(f"{what}: 'shared_memory_region' must be a string")
         offset = _check_int(0 if offset is None else offset, f"{what}: 'shared_memory_offset'")
@@ -188,14 +187,50 @@ class SharedMemoryRegions:
         if offset + byte_size > region.byte_size:
             raise BadRequest(f"{what}: bytes {offset}..{offset + byte_size} lie outside shared memory region "
                              f"{name!r} of {region.byte_size} bytes")
+        return region, offset, byte_size
+
+    def _use(self, region: Region, what: str) -> None:
+        with self._lock:
+            if region.unregistered:
+                raise BadRequest(f"{what}: shared memory region {region.name!r} was unregistered meanwhile")
+            region.users += 1
+
+    def _done(self, region: Region) -> None:
+        with self._lock:
+            region.users -= 1
+            close = region.unregistered and region.users == 0
+        if close:
+            os.close(region.fd)
+
+    def read(self, name, offset, byte_size, what: str) -> bytearray:
+        """The bytes ``[offset, offset + byte_size)`` of a region, copied out by ``pread``."""
+        region, offset, byte_size = self.check(name, offset, byte_size, what)
+        out = bytearray(byte_size)
+        self._use(region, what)
         try:
-            size = os.fstat(region.fd).st_size
-            start = region.skip
-            view = memoryview(region.mm)[start + offset: start + offset + byte_size]
-        except (OSError, ValueError):
-            raise BadRequest(f"{what}: shared memory region {name!r} was unregistered meanwhile") from None
-        if region.offset + offset + byte_size > size:
-            view.release()
-            raise BadRequest(f"{what}: shared memory region {name!r}: its object {region.key!r} shrank to {size} "
-                             f"bytes since it was registered")
-        return view
+            got, view = 0, memoryview(out)
+            while got < byte_size:
+                n = os.preadv(region.fd, [view[got:]], region.offset + offset + got)
+                if n == 0:
+                    raise BadRequest(f"{what}: shared memory region {name!r}: its object {region.key!r} ends "
+                                     f"{region.offset + offset + got} bytes in, short of the "
+                                     f"{region.offset + offset + byte_size} the tensor needs (it shrank since "
+                                     "it was registered)")
+                got += n
+        finally:
+            self._done(region)
+        return out
+
+    def write(self, name, offset, byte_size, data: bytes, what: str) -> None:
+        """``data`` into a region at ``offset``, within the ``byte_size`` the request gave."""
+        region, offset, byte_size = self.check(name, offset, byte_size, what)
+        if len(data) > byte_size:
+            raise BadRequest(f"{what} is {len(data)} bytes; shared memory region {name!r} gives {byte_size} bytes "
+                             f"at offset {offset}")
+        self._use(region, what)
+        try:
+            view, done = memoryview(data), 0
+            while done < len(data):
+                done += os.pwrite(region.fd, view[done:], region.offset + offset + done)
+        finally:
+            self._done(region)

@@ -90,9 +90,9 @@ def decode_inputs(inputs: list, binary: memoryview, regions: SharedMemoryRegions
             arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], binary[pos: pos + size])
             pos += size
         elif "shared_memory_region" in params:
-            window = regions.window(params["shared_memory_region"], params.get("shared_memory_offset"),
-                                    params.get("shared_memory_byte_size"), what)
-            arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], window)
+            raw = regions.read(params["shared_memory_region"], params.get("shared_memory_offset"),
+                               params.get("shared_memory_byte_size"), what)
+            arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], raw)
         else:
             name, arr = decode_v2_tensor(obj)
         if name in out:
@@ -121,8 +121,8 @@ def requested_outputs(body: dict, regions: SharedMemoryRegions) -> tuple[list[st
         if "binary_data" in p and not isinstance(p["binary_data"], bool):
             raise BadRequest(f"{what}: binary_data must be true or false")
         if "shared_memory_region" in p:
-            regions.window(p["shared_memory_region"], p.get("shared_memory_offset"),
-                           p.get("shared_memory_byte_size"), what).release()
+            regions.check(p["shared_memory_region"], p.get("shared_memory_offset"),
+                          p.get("shared_memory_byte_size"), what)
         params[o["name"]] = p
     return [o["name"] for o in outputs] or None, params
 
@@ -136,16 +136,8 @@ def encode_outputs(outputs: dict[str, np.ndarray], params: dict[str, dict], bina
         head = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
         if "shared_memory_region" in p:
             raw = encode_raw_tensor(arr)
-            window = regions.window(p["shared_memory_region"], p.get("shared_memory_offset"),
-                                    p.get("shared_memory_byte_size"), f"output {name!r}")
-            try:
-                if len(raw) > len(window):
-                    raise BadRequest(
-                        f"output {name!r} is {len(raw)} bytes; shared memory region {p['shared_memory_region']!r} "
-                        f"gives {len(window)} bytes at offset {p.get('shared_memory_offset') or 0}")
-                window[: len(raw)] = raw
-            finally:
-                window.release()
+            regions.write(p["shared_memory_region"], p.get("shared_memory_offset"),
+                          p.get("shared_memory_byte_size"), raw, f"output {name!r}")
             entry = {**head, "parameters": {**{k: p[k] for k in _SHM_KEYS if k in p},
                                             "shared_memory_byte_size": len(raw)}}
         elif p.get("binary_data", binary_default):

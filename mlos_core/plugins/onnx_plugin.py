@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InferenceFailed, UnprocessableModel
+from ..errors import InferenceFailed, InvalidTensor, UnprocessableModel
 from ..smi import DYNAMIC, FormatPlugin, LoadOptions, Model, ModelMetadata, ModelSource, TensorSpec
 
 # onnxruntime's type strings -> numpy. ORT also knows bfloat16 and float8 types, which numpy
@@ -52,7 +52,7 @@ class OnnxModel(Model):
 
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs else self._output_names
-        feed = {k: (_as_str_array(v) if v.dtype == np.object_ else v) for k, v in inputs.items()}
+        feed = {k: (_as_str_array(v, k) if v.dtype == np.object_ else v) for k, v in inputs.items()}
         try:
             values = self._session.run(names, feed)
         except Exception as e:  # ORT raises its own exception types for bad runtime shapes/values
@@ -66,9 +66,18 @@ class OnnxModel(Model):
         self._session = None
 
 
-def _as_str_array(arr: np.ndarray) -> np.ndarray:
-    """ORT takes string tensors as object arrays of str; the core carries BYTES as bytes."""
-    flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+def _as_str_array(arr: np.ndarray, name: str = "") -> np.ndarray:
+    """ORT takes string tensors as object arrays of str; the core carries BYTES as bytes. ONNX
+    strings are text: bytes that are not UTF-8 are refused, never silently replaced."""
+    flat = []
+    for i, v in enumerate(arr.reshape(-1)):
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidTensor(f"input {name!r} element {i} is not UTF-8 ({e.reason} at byte {e.start}): "
+                                    "an ONNX string tensor holds text") from None
+        flat.append(str(v))
     return np.array(flat, dtype=object).reshape(arr.shape)
 
 

@@ -37,13 +37,14 @@ def test_register_map_read_write_and_status(shm_object):
     with open(path, "r+b") as f:
         f.seek(4096 + 8)
         f.write(np.arange(4, dtype=np.float32).tobytes())
-    view = regions.window("r", 8, 16, "input 'x'")
-    assert np.frombuffer(view, np.float32).tolist() == [0.0, 1.0, 2.0, 3.0]
-    view[:4] = b"\1\2\3\4"
-    view.release()
+    raw = regions.read("r", 8, 16, "input 'x'")
+    assert np.frombuffer(raw, np.float32).tolist() == [0.0, 1.0, 2.0, 3.0]
+    regions.write("r", 8, 16, b"\1\2\3\4", "output 'y'")
     with open(path, "rb") as f:
         f.seek(4096 + 8)
-        assert f.read(4) == b"\1\2\3\4"  # written in place, seen by the client's file
+        assert f.read(4) == b"\1\2\3\4"  # written into the object, seen by the client's file
+    with pytest.raises(BadRequest, match="output 'y' is 17 bytes; shared memory region 'r' gives 16 bytes at offset 8"):
+        regions.write("r", 8, 16, bytes(17), "output 'y'")
     assert regions.status() == [{"name": "r", "key": key, "offset": 4096, "byte_size": 64}]
     assert regions.status("r") == regions.status()
     with pytest.raises(NotFound, match="no shared memory region named 'nope' is registered"):
@@ -118,9 +119,9 @@ def test_window_bounds_and_unregistered_names(shm_object):
         ((7, 0, 4), "input 'x': 'shared_memory_region' must be a string"),
     ]:
         with pytest.raises(BadRequest) as e:
-            regions.window(*args, "input 'x'")
+            regions.read(*args, "input 'x'")
         assert e.value.message == message
-    assert len(regions.window("r", None, 200, "x")) == 200
+    assert len(regions.read("r", None, 200, "x")) == 200
     regions.close()
 
 
@@ -128,27 +129,32 @@ def test_an_object_shrunk_after_registration_is_a_400_not_a_sigbus(shm_object):
     key, path = shm_object(8192)
     regions = SharedMemoryRegions()
     regions.register("r", key, 4096, 4096)
-    os.truncate(path, 4096)
-    with pytest.raises(BadRequest, match="its object .* shrank to 4096 bytes since it was registered"):
-        regions.window("r", 0, 16, "input 'x'")
+    os.truncate(path, 4100)             # as a client may, at any moment, even during a request
+    with pytest.raises(BadRequest, match="its object '.*' ends 4100 bytes in, short of the 4112 the tensor "
+                                         r"needs \(it shrank since it was registered\)"):
+        regions.read("r", 0, 16, "input 'x'")
+    assert bytes(regions.read("r", 0, 4, "input 'x'")) == bytes(4)   # what is left still reads
     regions.close()
 
 
-def test_unregister_unmaps_and_a_view_in_use_keeps_its_pages(shm_object):
+def test_unregister_closes_once_nothing_uses_the_region(shm_object):
     key, _ = shm_object(4096)
     regions = SharedMemoryRegions()
     region = regions.register("r", key, 0, 4096)
-    arr = np.frombuffer(regions.window("r", 0, 16, "x"), np.uint8)
     regions.register("s", key, 0, 64)
     s = regions._regions["s"]
     assert regions.unregister("s") == ["s"]
-    assert s.mm.closed  # nothing used it: unmapped at once
-    assert regions.unregister("s") == []  # unknown names are not an error
-    regions.unregister()
-    assert regions.status() == []
-    assert arr.sum() == 0  # the in-flight view still reads valid pages; they go with it
     with pytest.raises(OSError):
-        os.fstat(region.fd)  # the descriptor is closed
+        os.fstat(s.fd)                  # nothing used it: closed at once
+    assert regions.unregister("s") == []  # unknown names are not an error
+    regions._use(region, "x")           # a read in progress keeps the descriptor open...
+    regions.unregister()
+    assert regions.status() == [] and os.fstat(region.fd).st_size == 4096
+    with pytest.raises(BadRequest, match="was unregistered meanwhile"):
+        regions._use(region, "input 'x'")   # ...and no new one starts on it
+    regions._done(region)               # ...until it ends
+    with pytest.raises(OSError):
+        os.fstat(region.fd)
 
 
 def test_refused_unless_loopback_or_explicit():

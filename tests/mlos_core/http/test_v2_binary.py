@@ -260,3 +260,13 @@ async def test_decompressed_size_is_bounded_by_the_request_limit(serving, models
     assert len(bomb) < 1 << 20
     assert r.status == 413, payload
     assert json.loads(payload)["error"] == "request body over the limit of 1048576 bytes"
+
+
+async def test_bytes_that_are_not_utf8_are_refused_not_replaced(client):
+    """ONNX string tensors hold text: a BYTES element that is not UTF-8 must not come back altered."""
+    arrays = sample()
+    arrays["BYTES"] = np.array([[b"ok", b"\xff\xfe", b"fine"]], dtype=object)
+    body, headers = binary_request(arrays, params={"binary_data_output": True})
+    r, payload = await post(client, body, headers)
+    assert r.status == 400
+    assert "input 'in_BYTES' element 1 is not UTF-8 (invalid start byte at byte 0)" in json.loads(payload)["error"]
