@@ -142,7 +142,8 @@ class ResourceSampler:
     def __init__(self, pid: int, interval: float = 0.2):
         self.proc = psutil.Process(pid)
         self.interval = interval
-        self.label = "idle"
+        self._label = "idle"
+        self._lock = threading.Lock()
         self.samples: list[tuple[float, str, float, int]] = []   # (t, label, cpu %, rss)
         self._t0 = time.monotonic()
         self._stop = threading.Event()
@@ -153,16 +154,34 @@ class ResourceSampler:
         self._thread.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @label.setter
+    def label(self, new: str) -> None:
+        # Close the outgoing phase with a sample of its own: a phase shorter than the interval
+        # (a fast model's inferences) would otherwise have none, and its figures would be missing.
+        if new != self._label:
+            self._sample()
+            self._label = new
+
+    def _sample(self) -> bool:
+        with self._lock:
             try:
                 with self.proc.oneshot():
-                    cpu = self.proc.cpu_percent(None)
+                    cpu = self.proc.cpu_percent(None)   # since the previous sample: covers the phase's tail
                     rss = self.proc.memory_info().rss
                     rss += sum(c.memory_info().rss for c in self.proc.children(recursive=True))
             except psutil.Error:
-                return                    # the process ended
-            self.samples.append((time.monotonic() - self._t0, self.label, cpu, rss))
+                return False              # the process ended
+            self.samples.append((time.monotonic() - self._t0, self._label, cpu, rss))
+            return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self._sample():
+                return
 
     def stop(self) -> dict:
         self._stop.set()
