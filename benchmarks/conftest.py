@@ -26,6 +26,8 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
+from validation.core_proc import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER_ARGS = "--max-batch-size 64 --max-batch-delay-us 200 --instances 2 --intra-op-threads 1"
 SERVER_ARGS = shlex.split(os.environ.get("MLOS_BENCH_SERVER_ARGS", DEFAULT_SERVER_ARGS))
@@ -155,13 +157,7 @@ class Server:
         return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, grace=10)
         self._logf.close()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from onnx import TensorProto
 from mlos_core.config import load_settings
 from mlos_core.demo import silero_vad_path
 from mlos_core.http.app import create_app
+from validation.core_proc import free_port, stop_process
 
 from . import onnx_models
 
@@ -101,11 +101,6 @@ def serving(app_factory):
 
 # ---- a real core subprocess ----------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def http(method: str, url: str, body=None, headers: dict | None = None, raw: bytes | None = None, timeout=30):
     """A plain HTTP call: returns (status, headers, parsed JSON or text)."""
@@ -154,13 +149,7 @@ class CoreProcess:
         raise RuntimeError(f"core did not start in {timeout}s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if getattr(self, "_logf", None) is not None:
             self._logf.close()
 

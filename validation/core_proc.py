@@ -41,6 +41,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen | None, grace: float = 15) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds: the core unloads models and closes its
+    registry on SIGTERM, which a kill would skip."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def http(method: str, url: str, body=None, timeout: float = 60) -> tuple[int, object]:
     """One call: (status, parsed JSON or text). Connection errors raise OSError."""
     data = json.dumps(body).encode() if body is not None else None
@@ -115,13 +127,7 @@ class CoreServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if getattr(self, "_logf", None) is not None:
             self._logf.close()
             self._logf = None

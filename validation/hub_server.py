@@ -226,22 +226,23 @@ class LocalHub:
             repo.branches[branch] = sha
             return sha
 
+    def _commit_of(self, repo_id: str, rev: str) -> tuple[Repo, str]:
+        repo = self.repos[repo_id]
+        target = repo.resolve(rev)
+        if target is None:
+            raise KeyError(f"{repo_id}: no revision {rev!r}")
+        return repo, target.sha
+
     def tag(self, repo_id: str, tag: str, sha: str) -> None:
         with self._lock:
-            repo = self.repos[repo_id]
-            target = repo.resolve(sha)
-            if target is None:
-                raise KeyError(f"{repo_id}: no revision {sha!r}")
-            repo.tags[tag] = target.sha
+            repo, commit = self._commit_of(repo_id, sha)
+            repo.tags[tag] = commit
 
     def branch(self, repo_id: str, branch: str, sha: str) -> None:
         """Point ``branch`` at an existing commit (creating it or moving it, e.g. a rollback)."""
         with self._lock:
-            repo = self.repos[repo_id]
-            target = repo.resolve(sha)
-            if target is None:
-                raise KeyError(f"{repo_id}: no revision {sha!r}")
-            repo.branches[branch] = target.sha
+            repo, commit = self._commit_of(repo_id, sha)
+            repo.branches[branch] = commit
 
     def delete_repo(self, repo_id: str) -> None:
         with self._lock:

@@ -128,8 +128,8 @@ def get_param(name):
         return f.read().strip()
 
 
-def in_child(fn):
-    """Run fn() in a forked child; its exit status is 0 when fn returned without raising."""
+def fork_child(fn):
+    """Start fn() in a forked child; its exit status will be 0 when fn returned without raising."""
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -139,8 +139,16 @@ def in_child(fn):
         except BaseException:
             traceback.print_exc()
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return pid
+
+
+def wait_child(pid):
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def in_child(fn):
+    """Run fn() in a forked child and wait: 0 when fn returned without raising."""
+    return wait_child(fork_child(fn))
 
 
 def check(cond, what):
@@ -624,19 +632,8 @@ def t_concurrent_stress(fd):
             complete(cfd, r["request_id"], -rnd.randrange(3))
         os.close(cfd)
 
-    kids = []
-    for fn in [submitter] * 4 + [worker] * 2:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                fn()
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            os._exit(code)
-        kids.append(pid)
-    codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in kids]
+    kids = [fork_child(fn) for fn in [submitter] * 4 + [worker] * 2]
+    codes = [wait_child(p) for p in kids]
     check(codes == [0] * len(kids), f"children failed: {codes}")
     s = stats(fd)
     for k in ("buffers", "bytes", "q0", "q1", "q2", "q3", "in_flight"):
