@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .errors import BadRequest, InvalidTensor, MLOSError
 from .metrics import Metrics
-from .registry import ModelEntry, Registry, RegisterSpec
+from .registry import ModelEntry, Registry, RegisterSpec, split_id
 from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
 from .tensors import validate_inputs
 
@@ -34,7 +34,7 @@ class InferResult:
 
     @property
     def version(self) -> str:
-        return self.model_id.rsplit("@", 1)[1] if "@" in self.model_id else "1"
+        return split_id(self.model_id)[1]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..errors import BadRequest, MLOSError, PayloadTooLarge
+from ..errors import BadRequest, MethodNotAllowed, MLOSError, PayloadTooLarge
+from ..oip.names import protocol_error
 from ..registry import ModelEntry
 from ..tensors import v2_datatype
 
@@ -63,22 +64,32 @@ def require_object(doc: Any, what: str = "request body") -> dict:
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
-def error_body(status: int, code: str, message: str, model_id: str | None = None, *, openai: bool = False) -> dict:
+def error_body(status: int, code: str, message: str, model_id: str | None = None, *, openai: bool = False,
+               detail: str | None = None) -> dict:
     """The one error shape: MLOS clients read status/message, Open Inference clients read error;
-    on the OpenAI paths, OpenAI's own shape, which its clients parse."""
+    on the OpenAI paths, OpenAI's own shape, which its clients parse. ``detail`` keeps a runtime's
+    own words beside the message that explains them."""
     if openai:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        err = {"message": message, "type": kind, "param": None, "code": code}
+        return {"error": {**err, "detail": detail} if detail else err}
     body = {"status": "error", "error": message, "message": message, "code": code}
     if model_id:
         body["model_id"] = model_id
+    if detail:
+        body["detail"] = detail
     return body
 
 
 def error_response(e: MLOSError, request: web.Request | None = None) -> web.Response:
     headers = {"Retry-After": str(max(1, int(round(e.retry_after or 1))))} if e.status == 503 else None
+    if isinstance(e, MethodNotAllowed):
+        headers = {"Allow": ", ".join(e.allow)}
     openai = request is not None and request.path in OPENAI_PATHS
-    return json_response(error_body(e.status, e.code, e.message, e.model_id, openai=openai), e.status, headers)
+    if request is not None and request.path.startswith("/v2/"):
+        e = protocol_error(e)
+    return json_response(error_body(e.status, e.code, e.message, e.model_id, openai=openai, detail=e.detail),
+                         e.status, headers)
 
 
 @web.middleware

@@ -66,6 +66,12 @@ _OPTIONS: dict[str, tuple[type, float]] = {
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
 
+def split_id(model_id: str) -> tuple[str, str]:
+    """``ns/name@v`` -> (``ns/name``, ``v``); an id without a version is version "1"."""
+    name, _, version = model_id.rpartition("@")
+    return (name, version) if name else (model_id, "1")
+
+
 def validate_model_id(model_id: Any) -> str:
     if not isinstance(model_id, str) or not model_id:
         raise BadRequest("model_id is required: a string like 'namespace/name@version'")
@@ -133,6 +139,15 @@ class ModelEntry:
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def name(self) -> str:
+        """The id without its version: what the Open Inference Protocol calls the model's name."""
+        return split_id(self.record.id)[0]
+
+    @property
+    def version(self) -> str:
+        return split_id(self.record.id)[1]
 
     @property
     def memory_bytes(self) -> int:
@@ -213,17 +228,21 @@ class Registry:
 
     # ---- lookup ----------------------------------------------------------------------------
     def lookup(self, name: str, version: str | None = None) -> ModelEntry:
-        """Find a model by full id, or by name with '@version', '@latest' or a single version."""
-        key = f"{name}@{version}" if version else name
-        entry = self._entries.get(key)
-        if entry is None and not version and "@" not in name:
-            entry = self._entries.get(f"{name}@latest")
-            if entry is None:
-                versions = [e for k, e in self._entries.items() if k.startswith(name + "@")]
-                if len(versions) == 1:
-                    entry = versions[0]
+        """Find a model by its full id; by name and '@version' or ``version``; by name alone
+        ('name@latest', else its only version). An id registered without a version is version
+        "1", as the Open Inference Protocol numbers them. The seeds' dash form
+        ('hf-distilgpt2@latest' for 'hf/distilgpt2@latest') resolves when it names one model."""
+        version = version or None
+        entry = _find(self._entries, name, version)
         if entry is None:
-            raise ModelNotFound(f"model {key!r} is not registered", model_id=key)
+            dashed: dict[str, ModelEntry | None] = {}
+            for key, e in self._entries.items():
+                k = key.replace("/", "-")
+                dashed[k] = None if k in dashed else e  # two ids with one dash form: ambiguous
+            entry = _find(dashed, name.replace("/", "-"), version)
+        if entry is None:
+            key = f"{name}@{version}" if version else name
+            raise ModelNotFound(f"model {key!r} is not registered", model_id=key, name=name, version=version)
         return entry
 
     def entries(self) -> list[ModelEntry]:
@@ -376,6 +395,20 @@ class Registry:
         await self.ensure_loaded(entry, explicit=True)
         return entry
 
+    async def reconfigure(self, model_id: str, options: dict[str, Any]) -> ModelEntry:
+        """Change some of a model's options (persisted) and load it again with them, once the
+        requests it is serving are answered."""
+        entry = self.lookup(model_id)
+        options = validate_options(options)
+        await entry.idle.wait()
+        async with entry.lock:
+            if entry.model is not None:
+                await self._unload(entry, State.REGISTERED, persist=False)
+            entry.record.options = {**entry.record.options, **options}
+            await asyncio.to_thread(self._store.upsert, entry.record, entry.state.value, entry.error)
+        await self.ensure_loaded(entry, explicit=True)
+        return entry
+
     async def unload(self, model_id: str) -> ModelEntry:
         entry = self.lookup(model_id)
         await entry.idle.wait()
@@ -505,3 +538,22 @@ def _estimate_bytes(source: ModelSource) -> int:
 def _framework(source: ModelSource) -> str:
     fw = ((source.manifest or {}).get("spec") or {}).get("framework") or {}
     return str(fw.get("name") or {"onnx": "ONNX", "gguf": "GGUF", "safetensors": "SafeTensors"}[source.format])
+
+
+def _find(table: dict[str, ModelEntry | None], name: str, version: str | None) -> ModelEntry | None:
+    if version is not None:
+        if "@" in name:
+            return table.get(name) if name.rsplit("@", 1)[1] == version else None
+        entry = table.get(f"{name}@{version}")
+        return entry if entry is not None or version != "1" else table.get(name)
+    entry = table.get(name)
+    if entry is not None or "@" in name:
+        return entry
+    entry = table.get(f"{name}@latest")
+    if entry is not None:
+        return entry
+    versions = sorted(k for k, e in table.items() if e is not None and k.startswith(name + "@"))
+    if len(versions) > 1:
+        raise BadRequest(f"model {name!r} has several versions ({', '.join(v.rsplit('@', 1)[1] for v in versions)}): "
+                         f"name one, e.g. {versions[0]!r}", model_id=name)
+    return table[versions[0]] if versions else None
