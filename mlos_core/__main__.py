@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="mlos-core.yaml (also MLOS_CONFIG)")
     p.add_argument("--no-http", dest="http_enabled", action="store_const", const=False, help="do not serve TCP")
     p.add_argument("--no-ipc", dest="ipc_enabled", action="store_const", const=False, help="do not serve the Unix socket")
-    p.add_argument("--no-grpc", action="store_true", help="accepted for compatibility; this core has no gRPC")
+    p.add_argument("--grpc-port", type=int, help="gRPC port of the Open Inference Protocol (default 8001; 0 picks a free one)")
+    p.add_argument("--no-grpc", dest="grpc_enabled", action="store_const", const=False, help="do not serve gRPC")
     p.add_argument("--data-dir", help="registry and unpacked packages (default ~/.mlos)")
     p.add_argument("--models-dir", help="model repository scanned at start (default /var/lib/mlos/models)")
     p.add_argument("--load-on-start", choices=("lazy", "eager"), help="load registered models at start or on first use")
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(settings) -> None:
     from .demo import register_demo
-    from .http.app import create_app
+    from .http.app import FRONT_DOORS, create_app
 
     app = create_app(settings, on_started=register_demo if settings.demo else None)
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
@@ -56,6 +57,8 @@ async def _serve(settings) -> None:
         await site.start()
         port = site._server.sockets[0].getsockname()[1] if settings.port == 0 else settings.port
         where.append(f"http://{settings.host}:{port}")
+    if app[FRONT_DOORS].grpc is not None:
+        where.append(f"grpc://{settings.host}:{app[FRONT_DOORS].grpc.port}")
     if settings.ipc_enabled:
         settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
         if settings.ipc_path.is_socket():
@@ -64,7 +67,7 @@ async def _serve(settings) -> None:
         os.chmod(settings.ipc_path, 0o600)
         where.append(f"unix:{settings.ipc_path}")
     if not where:
-        raise ConfigError("both --no-http and --no-ipc given: nothing to serve on")
+        raise ConfigError("--no-http, --no-grpc and --no-ipc given: nothing to serve on")
     print(f"mlos-core {__version__} serving on {', '.join(where)}", flush=True)
     try:
         await asyncio.Event().wait()
@@ -74,7 +77,7 @@ async def _serve(settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "no_grpc") and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
     try:
         settings = load_settings(args.config, overrides)
     except ConfigError as e:

@@ -21,6 +21,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     http_enabled: bool = True
+    grpc_enabled: bool = True  # the Open Inference Protocol over gRPC, on the same host
+    grpc_port: int = 8001
     ipc_enabled: bool = True
     socket_path: str = ""  # empty: <data_dir>/mlos.sock
     data_dir: str = "~/.mlos"
@@ -59,6 +61,8 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "host": ("api.http.host", "MLOS_HOST"),
     "port": ("api.http.port", "MLOS_HTTP_PORT"),
     "http_enabled": ("api.http.enabled", "MLOS_HTTP_ENABLED"),
+    "grpc_enabled": ("api.grpc.enabled", "MLOS_GRPC_ENABLED"),
+    "grpc_port": ("api.grpc.port", "MLOS_GRPC_PORT"),
     "ipc_enabled": ("api.ipc.enabled", "MLOS_IPC_ENABLED"),
     "socket_path": ("api.ipc.socket_path", "MLOS_SOCKET"),
     "max_request_mb": ("api.http.max_request_mb", "MLOS_MAX_REQUEST_MB"),
@@ -116,8 +120,9 @@ def _dig(doc: Mapping, dotted: str) -> Any:
 
 
 def _validate(s: Settings) -> Settings:
-    if not 0 <= s.port <= 65535:
-        raise ConfigError(f"port {s.port} is outside 0-65535")
+    for name in ("port", "grpc_port"):
+        if not 0 <= getattr(s, name) <= 65535:
+            raise ConfigError(f"{name} {getattr(s, name)} is outside 0-65535")
     if s.load_on_start not in ("lazy", "eager"):
         raise ConfigError(f"models.load_on_start must be lazy or eager, not {s.load_on_start!r}")
     for name in ("max_queue", "max_batch_size"):

@@ -55,7 +55,7 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _check_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
+def check_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
     """The shape as a tuple, and its element count."""
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -108,7 +108,7 @@ def decode_v2_tensor(obj: Any) -> tuple[str, np.ndarray]:
     for key in ("shape", "datatype", "data"):
         if key not in obj:
             raise InvalidTensor(f"input {name!r} has no {key!r}")
-    shape, expected = _check_shape(name, obj["shape"])
+    shape, expected = check_shape(name, obj["shape"])
     dtype = numpy_dtype(obj["datatype"])
     arr = _as_array(name, obj["data"], dtype)
     if arr.size != expected:
@@ -208,7 +208,7 @@ def raw_nbytes(datatype_or_arr, shape=None) -> int | None:
 def decode_raw_tensor(name: str, datatype: Any, shape: Any, raw) -> np.ndarray:
     """A tensor from its raw bytes (a bytes-like object, often a view of a request body or of
     shared memory). Fixed-size types come back as a read-only view, without a copy."""
-    shape, count = _check_shape(name, shape)
+    shape, count = check_shape(name, shape)
     dtype = numpy_dtype(datatype)
     mv = memoryview(raw).cast("B")
     if dtype == np.object_:

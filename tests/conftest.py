@@ -69,7 +69,7 @@ def silero() -> Path:
 
 def make_settings(tmp_path: Path, **overrides):
     base = {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "repo"), "ipc_enabled": False,
-            "zerocopy": False}
+            "zerocopy": False, "grpc_enabled": False}
     base.update(overrides)
     return load_settings(None, base, environ={})
 
@@ -126,13 +126,18 @@ class CoreProcess:
         self.port = port or free_port()
         self.port_flag = port_flag
         self.url = f"http://127.0.0.1:{self.port}"
+        # gRPC on a free port of its own, unless the test sets it (never the shared default 8001)
+        given = any(a in ("--no-grpc", "--grpc-port") or a.startswith("--grpc-port=") for a in args)
+        self.grpc_port = None if given else free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}" if self.grpc_port else None
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"core-{self.port}.log"
 
     def start(self, timeout: float = 60) -> "CoreProcess":
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         port_args = ["--port", str(self.port)] if self.port_flag else []
-        cmd = [sys.executable, "-m", "mlos_core", *port_args, "--data-dir", str(self.data_dir),
+        grpc_args = ["--grpc-port", str(self.grpc_port)] if self.grpc_port else []
+        cmd = [sys.executable, "-m", "mlos_core", *port_args, *grpc_args, "--data-dir", str(self.data_dir),
                "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc", *self.args]
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +24,16 @@ log = logging.getLogger(__name__)
 PLANE = web.AppKey("plane", DataPlane)
 
 
+@dataclass
+class FrontDoors:
+    """Transports beside HTTP that the application starts and stops with itself."""
+
+    grpc: Any = None  # mlos_core.grpc.server.GrpcServer, while it serves
+
+
+FRONT_DOORS = web.AppKey("front_doors", FrontDoors)
+
+
 def create_app(settings: Settings, on_started=None) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=int(settings.max_request_mb * 2**20))
     holder: dict = {}
@@ -31,8 +43,10 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     plane = DataPlane(registry, metrics)
     holder["plane"] = plane
     app[PLANE] = plane
+    doors = app[FRONT_DOORS] = FrontDoors()
 
-    regions = SharedMemoryRegions(*client_shm_allowed(settings.allow_client_shm, settings.host, settings.http_enabled))
+    tcp = settings.http_enabled or settings.grpc_enabled
+    regions = SharedMemoryRegions(*client_shm_allowed(settings.allow_client_shm, settings.host, tcp))
     mlos, v2, ops = MlosApi(plane), V2Api(plane, regions), OpsApi(plane, metrics)
     app.add_routes(ops.routes())
     app.add_routes([
@@ -50,6 +64,11 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     app.add_routes(OpenAIApi(plane).routes())
 
     async def lifecycle(app: web.Application):
+        if settings.grpc_enabled:
+            from ..grpc.server import GrpcServer  # grpcio only where gRPC serves
+
+            doors.grpc = GrpcServer(plane, regions, settings)
+            doors.grpc.bind()  # a port in use stops the start before anything else began
         await registry.start()
         if settings.zerocopy:
             zc = ZeroCopyServer(plane, socket_path=settings.zerocopy_socket or None)
@@ -58,9 +77,13 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
                 plane.zerocopy = zc
             except Exception as e:  # the HTTP API serves on; the local path says why it is off
                 log.warning("zero-copy path disabled: %s", e)
+        if doors.grpc is not None:
+            await doors.grpc.start()
         if on_started is not None:
             await on_started(plane)
         yield
+        if doors.grpc is not None:
+            await doors.grpc.stop()
         if plane.zerocopy is not None:
             await plane.zerocopy.close()
         await registry.close()

@@ -16,7 +16,7 @@ from ..dataplane import DataPlane
 from ..errors import BadRequest
 from ..smi import GenerationChunk, Model
 from .common import json_response, read_json, require_object
-from .params import generation_params, text_value
+from ..generation_params import generation_params, text_value
 
 MAX_EMBED_INPUTS = 2048
 

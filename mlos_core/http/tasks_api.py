@@ -12,7 +12,7 @@ from ..dataplane import DataPlane
 from ..errors import BadRequest, UnprocessableModel
 from ..smi import CHAT, CLASSIFY, CLASSIFY_IMAGE, EMBED, FILL_MASK, GENERATE, Model
 from ..tasks import TASKS, normalize_task
-from .params import generation_params, text_value
+from ..generation_params import generation_params, text_value
 
 TASK_KEYS = ("messages", "prompt", "text", "inputs", "input", "image")
 _TEXT_ORDER = (GENERATE, CLASSIFY, FILL_MASK, EMBED)

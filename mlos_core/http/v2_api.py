@@ -12,9 +12,10 @@ from ..errors import BadRequest
 from ..oip import repository
 from ..oip.names import answer_version, resolve
 from ..oip.params import infer_params
+from ..oip.tensor_io import requested_outputs
 from ..shm_regions import SharedMemoryRegions
 from .common import json_response, read_body, read_json, require_object
-from .v2_binary import HEADER_LENGTH, decode_inputs, encode_outputs, infer_response, requested_outputs, split_body
+from .v2_binary import HEADER_LENGTH, decode_inputs, encode_outputs, infer_response, split_body
 from .v2_extensions import V2Extensions
 
 
@@ -67,7 +68,7 @@ class V2Api:
             raise BadRequest("'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")
         name, version = request.match_info["name"], request.match_info.get("version")
         params = infer_params(body, name)
-        outputs, out_params = requested_outputs(body, self.regions)
+        outputs, out_params = requested_outputs(body.get("outputs"), self.regions)
         entry = resolve(self.plane.registry, name, version)
         result = await self.plane.infer(
             entry.id, lambda meta: decode_inputs(inputs, binary, self.regions),
