@@ -138,3 +138,54 @@ def row_sum(path: Path) -> Path:
         initializer=[axes],
     )
     return _save(graph, path)
+
+
+# ---- the models of Triton's example clients (triton-inference-server/client, src/python/examples),
+# rebuilt as ONNX: "simple" adds and subtracts two INT32 [batch, 16] tensors, "simple_int8" the
+# same in INT8, "simple_string" the same on numbers written as strings, "simple_identity" returns
+# its BYTES input. "simple_sequence" has the accumulator's signature (INPUT -> OUTPUT, INT32
+# [batch, 1]) but no state: sequence requests to it are refused, as by every model here.
+def triton_simple(path: Path, elem_type: int = TensorProto.INT32) -> Path:
+    nodes = [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+             helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])]
+    graph = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info(n, elem_type, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, elem_type, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _save(graph, path)
+
+
+def triton_simple_string(path: Path) -> Path:
+    nodes = [
+        helper.make_node("Cast", ["INPUT0"], ["a"], to=TensorProto.INT32),
+        helper.make_node("Cast", ["INPUT1"], ["b"], to=TensorProto.INT32),
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Sub", ["a", "b"], ["difference"]),
+        helper.make_node("Cast", ["sum"], ["OUTPUT0"], to=TensorProto.STRING),
+        helper.make_node("Cast", ["difference"], ["OUTPUT1"], to=TensorProto.STRING),
+    ]
+    graph = helper.make_graph(
+        nodes, "simple_string",
+        [helper.make_tensor_value_info(n, TensorProto.STRING, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.STRING, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _save(graph, path)
+
+
+def triton_simple_identity(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])], "simple_identity",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.STRING, ["batch", "n"])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.STRING, ["batch", "n"])],
+    )
+    return _save(graph, path)
+
+
+def triton_simple_sequence(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT"], ["OUTPUT"])], "simple_sequence",
+        [helper.make_tensor_value_info("INPUT", TensorProto.INT32, ["batch", 1])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, ["batch", 1])],
+    )
+    return _save(graph, path)
