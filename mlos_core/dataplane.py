@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import BadRequest, InvalidTensor, MLOSError
+from .errors import BadRequest, InferenceFailed, InvalidTensor, MLOSError
 from .metrics import Metrics
 from .registry import ModelEntry, Registry, RegisterSpec, split_id
 from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
@@ -44,6 +44,18 @@ class TaskResult:
     queue_us: int
     compute_us: int
     total_us: int
+
+
+def _check_outputs(outputs: Sequence[str], meta: ModelMetadata) -> None:
+    unavailable = {u["name"]: u["reason"] for u in meta.properties.get("unavailable_outputs", ())}
+    for name in outputs:
+        if name in unavailable:
+            raise InvalidTensor(f"output {name!r} is not available: {unavailable[name]}; the model's outputs are "
+                                + ", ".join(repr(t.name) for t in meta.outputs))
+    unknown = [o for o in outputs if meta.output(o) is None]
+    if unknown:
+        raise InvalidTensor(f"unknown output {', '.join(map(repr, unknown))}; the model's outputs are "
+                            + ", ".join(repr(t.name) for t in meta.outputs))
 
 
 def _servable(entry) -> None:
@@ -95,13 +107,11 @@ class DataPlane:
                 inputs = decode(meta)
                 validate_inputs(inputs, meta)
                 if outputs:
-                    unknown = [o for o in outputs if meta.output(o) is None]
-                    if unknown:
-                        raise InvalidTensor(
-                            f"unknown output {', '.join(map(repr, unknown))}; the model's outputs are "
-                            + ", ".join(repr(t.name) for t in meta.outputs)
-                        )
-                ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
+                    _check_outputs(outputs, meta)
+                try:
+                    ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
+                except InferenceFailed as e:  # the runtime's sentence, naming the model it is about
+                    raise InferenceFailed(f"model {entry.id}: {e.message}", model_id=entry.id, detail=e.detail) from None
         except MLOSError as e:
             self._failed(model_id, e, start)
             raise

@@ -189,3 +189,26 @@ def triton_simple_sequence(path: Path) -> Path:
         [helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, ["batch", 1])],
     )
     return _save(graph, path)
+
+
+def zipmap_classifier(path: Path) -> Path:
+    """What scikit-learn classifiers export as: x [batch, 2] scores -> ``label`` (argmax, INT64
+    [batch]) and ``probabilities``, a ZipMap seq(map(int64, float)), which is not a tensor."""
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0),
+        helper.make_node("ZipMap", ["x"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1]),
+    ]
+    seq_map = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    graph = helper.make_graph(
+        nodes, "zipmap_classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+         helper.make_value_info("probabilities", seq_map)],
+    )
+    model = helper.make_model(graph, opset_imports=[*OPSET, helper.make_opsetid("ai.onnx.ml", 3)],
+                              producer_name="mlos-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

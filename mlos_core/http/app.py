@@ -15,6 +15,7 @@ from ..shm_regions import SharedMemoryRegions, client_shm_allowed
 from ..zerocopy.server import ZeroCopyServer
 from .common import error_middleware
 from .mlos_api import MlosApi
+from .offload_api import OffloadApi
 from .openai_api import OpenAIApi
 from .ops_api import OpsApi
 from .shm_api import SharedMemoryApi
@@ -62,6 +63,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     app.add_routes(SharedMemoryApi(regions).routes())
     app.add_routes(v2.routes())
     app.add_routes(OpenAIApi(plane).routes())
+    app.add_routes(OffloadApi(plane).routes())
 
     async def lifecycle(app: web.Application):
         if settings.grpc_enabled:

@@ -137,6 +137,8 @@ def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
         out["inputs"] = [tensor_spec(t) for t in meta.inputs]
         out["outputs"] = [tensor_spec(t) for t in meta.outputs]
         out["batchable"] = meta.batchable
+        if meta.properties.get("unavailable_outputs"):
+            out["unavailable_outputs"] = list(meta.properties["unavailable_outputs"])
     return out
 
 

@@ -32,6 +32,7 @@ class OpsApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/health", self.health),
+            web.get("/v1/health", self.health),
             web.get("/status", self.status),
             web.get("/metrics", self.prometheus),
             web.get("/v1/system/resources", self.resources),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..dataplane import DataPlane
-from ..errors import BadRequest
+from ..errors import BadRequest, MethodNotAllowed
 from ..oip import repository
 from ..oip.names import answer_version, resolve
 from ..oip.params import infer_params
@@ -57,6 +57,10 @@ class V2Api:
         return json_response(answer, status=200 if ok else 400)
 
     async def model_metadata(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name.endswith("/infer") and name not in self.plane.registry.ids() and "version" not in request.match_info:
+            raise MethodNotAllowed(f"method {request.method} is not allowed on {request.path}; use POST",
+                                   allow=("POST",))
         return json_response(await repository.model_metadata(
             self.plane, request.match_info["name"], request.match_info.get("version")))
 

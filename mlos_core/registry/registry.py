@@ -248,6 +248,9 @@ class Registry:
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
 
+    def ids(self) -> set[str]:
+        return set(self._entries)
+
     def used_bytes(self) -> int:
         return sum(e.memory_bytes for e in self._entries.values() if e.model is not None)
 
@@ -260,16 +263,25 @@ class Registry:
             raise BadRequest("path (or model_path) is required: a model file, a model directory or an .axon package")
         path = str(Path(spec.path).expanduser().resolve())
         existing = self._entries.get(spec.model_id)
-        if existing is not None and existing.record.path != path:
+        if existing is not None and existing.record.path != path and existing.state != State.FAILED:
             raise Conflict(
                 f"model {spec.model_id} is already registered from {existing.record.path}; "
                 "unregister it first (DELETE /v1/models/{id})",
                 model_id=spec.model_id,
             )
         source = None
-        if existing is None:
-            source = await asyncio.to_thread(resolve, path, self._packages, verify)
-            plugin = plugin_for(source.format, spec.plugin_id)
+        if existing is None or existing.record.path != path:
+            try:
+                source = await asyncio.to_thread(resolve, path, self._packages, verify)
+                plugin = plugin_for(source.format, spec.plugin_id)
+            except UnprocessableModel as e:
+                kept = (f"; the earlier registration of {spec.model_id} (failed) is unchanged" if existing is not None
+                        else "; nothing was registered")
+                raise UnprocessableModel(e.message + kept, model_id=spec.model_id, detail=e.detail) from None
+            if existing is not None and existing.state == State.FAILED and self._entries.get(spec.model_id) is existing:
+                # a registration that failed to load is replaced by one from another path, not a conflict
+                log.info("register %s: replacing its failed registration from %s", spec.model_id, existing.record.path)
+                await self.unregister(spec.model_id)
             existing = self._entries.get(spec.model_id)  # a concurrent register may have won
             if existing is not None and existing.record.path != path:
                 raise Conflict(f"model {spec.model_id} is already registered from {existing.record.path}",
@@ -291,7 +303,13 @@ class Registry:
         else:
             entry = existing
         if load if load is not None else self.settings.load_on_register:
-            await self.ensure_loaded(entry, explicit=True)
+            try:
+                await self.ensure_loaded(entry, explicit=True)
+            except UnprocessableModel as e:
+                raise UnprocessableModel(
+                    f"{e.message}. The registration is kept in state failed with this reason (GET /v1/models/"
+                    f"{{id}}); register {entry.id} again with a corrected path to replace it, or DELETE it",
+                    model_id=entry.id, detail=e.detail) from None
         return entry, created
 
     async def unregister(self, model_id: str, drain_timeout: float = 30.0) -> ModelEntry:
@@ -330,7 +348,7 @@ class Registry:
             except ModelUnavailable as e:
                 if explicit and entry.state == State.FAILED:
                     # the caller asked for this load: its file is at fault, not the server's state
-                    raise UnprocessableModel(e.message, model_id=entry.id) from None
+                    raise UnprocessableModel(e.message, model_id=entry.id, detail=e.detail) from None
                 raise
 
     async def _load(self, entry: ModelEntry) -> None:
@@ -352,8 +370,11 @@ class Registry:
             raise
         except MLOSError as e:
             entry.state, entry.error = State.FAILED, e.message
+            log.warning("model %s failed to load from %s: %s%s", entry.id, entry.record.path, e.message,
+                        f" ({e.detail})" if e.detail and e.detail not in e.message else "")
             await asyncio.to_thread(self._store.set_state, entry.id, State.FAILED.value, e.message)
-            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from None
+            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id,
+                                   detail=e.detail) from None
         except Exception as e:
             log.exception("loading %s", entry.id)
             entry.state, entry.error = State.FAILED, f"{type(e).__name__}: {e}"[:500]
