@@ -13,6 +13,7 @@ cannot export, missing optional dependencies, export errors, timeouts) come back
 """
 from __future__ import annotations
 
+import collections
 import importlib.metadata
 import importlib.util
 import json
@@ -22,9 +23,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+from ._convert_worker import PROGRESS  # the worker's progress lines (its top level imports nothing heavy)
 
 __all__ = ["ConversionResult", "conversion_available", "infer_task", "convert_to_onnx"]
 
@@ -210,9 +215,23 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+def _pump(stream, keep: collections.deque, progress: Callable[[str], None] | None) -> None:
+    """Read a worker's stream as it comes: its progress lines are reported at once, the rest is
+    kept (the tail says why a crash happened)."""
+    for line in stream:
+        if progress is not None and line.startswith(PROGRESS):
+            try:
+                progress(line[len(PROGRESS):].strip())
+            except Exception:
+                pass
+        keep.append(line)
+
+
 def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
-                    timeout_s: float = 1800, check_parity: bool = True) -> ConversionResult:
-    """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``."""
+                    timeout_s: float = 1800, check_parity: bool = True,
+                    progress: Callable[[str], None] | None = None) -> ConversionResult:
+    """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``.
+    ``progress`` gets each step as the worker reaches it ("exporting ...", "exported in 4.1 s"...)."""
     t0 = time.monotonic()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
 
@@ -250,13 +269,22 @@ def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=_worker_env(), start_new_session=(os.name == "posix"))
+        out_lines: collections.deque = collections.deque()
+        err_lines: collections.deque = collections.deque(maxlen=400)
+        pumps = [threading.Thread(target=_pump, args=(proc.stdout, out_lines, None), daemon=True),
+                 threading.Thread(target=_pump, args=(proc.stderr, err_lines, progress), daemon=True)]
+        for pump in pumps:
+            pump.start()
         try:
-            out, err = proc.communicate(timeout=max(0.0, timeout_s - (time.monotonic() - t0)))
+            proc.wait(timeout=max(0.0, timeout_s - (time.monotonic() - t0)))
         except subprocess.TimeoutExpired:
             _kill(proc)
-            proc.communicate()
+            proc.wait()
             return _fail(f"conversion timed out after {timeout_s:g} s and was stopped; "
                          f"nothing was written", t0, task)
+        for pump in pumps:
+            pump.join(timeout=10)
+        out, err = "".join(out_lines), "".join(err_lines)
 
         lines = [ln for ln in out.splitlines() if ln.strip().startswith("{")]
         try:

@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-client-shm", nargs="?", const="true", choices=("auto", "true", "false"),
                    help="let clients register system shared memory (default auto: only while bound to loopback)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
-    p.add_argument("--demo", action="store_const", const=True, help="register the demo model (Silero VAD) at start")
+    p.add_argument("--demo", action="store_const", const=True,
+                   help="register the three demo models at start: Silero VAD (ONNX), all-MiniLM-L6-v2 (SafeTensors, "
+                        "converted to ONNX once) and Gemma 3 270M (GGUF)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--version", action="version", version=f"mlos-core {__version__}")
     return p

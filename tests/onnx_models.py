@@ -100,12 +100,14 @@ IDENTITY_TYPES = {"FP32": TensorProto.FLOAT, "FP16": TensorProto.FLOAT16, "INT64
 
 def identity_all(path: Path) -> Path:
     """One Identity per Open Inference datatype of the protocol tests: input ``in_<TYPE>``
-    [batch, n] -> output ``out_<TYPE>``, so every value must come back exactly."""
+    [rows_<TYPE>, n_<TYPE>] -> output ``out_<TYPE>``, so every value must come back exactly. Each
+    input names its own dimensions: the tests send each a different shape."""
     nodes, inputs, outputs = [], [], []
     for name, elem in IDENTITY_TYPES.items():
+        dims = [f"rows_{name}", f"n_{name}"]
         nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
-        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, ["batch", f"n_{name}"]))
-        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, ["batch", f"n_{name}"]))
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, dims))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, dims))
     return _save(helper.make_graph(nodes, "identity_all", inputs, outputs), path)
 
 
