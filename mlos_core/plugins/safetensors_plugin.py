@@ -88,15 +88,16 @@ class SafeTensorsPlugin(FormatPlugin):
         target = Path(options.cache_dir) / "converted" / _content_key(path, options.task)
         if not (target / "model.onnx").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            log.info("converting %s to ONNX (once: the result is cached in %s)", path.name, target)
+            label = "/".join(path.parts[-2:])
+            log.info("converting %s to ONNX (once: the result is cached in %s)", path, target)
             t0 = time.monotonic()
             result = convert_to_onnx(path, target, task=_optimum_task(options.task),
-                                     progress=lambda step: log.info("converting %s: %s", path.name, step))
+                                     progress=lambda step: log.info("converting %s: %s", label, step))
             if not result.converted:
                 shutil.rmtree(target, ignore_errors=True)
-                log.warning("converting %s failed after %.1f s: %s", path.name, time.monotonic() - t0, result.reason)
+                log.warning("converting %s failed after %.1f s: %s", label, time.monotonic() - t0, result.reason)
                 raise UnprocessableModel(f"cannot serve {path.name}: conversion to ONNX failed: {result.reason}")
-            log.info("converted %s to ONNX in %.1f s", path.name, time.monotonic() - t0)
+            log.info("converted %s to ONNX in %.1f s", label, time.monotonic() - t0)
         model = OnnxPlugin().load(ModelSource(target / "model.onnx", "onnx"), options)
         model.metadata = ModelMetadata(model.metadata.inputs, model.metadata.outputs, "onnxruntime_onnx",
                                        model.metadata.batchable,
