@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -105,16 +105,34 @@ bench-llm: setup
 # and MLServer on a ResNet-50-sized model. The peers get their own virtualenvs: nvidia-pytriton
 # pins numpy 1.26, and its stub needs Debian's python3.11 (its libpython) rather than pyenv's.
 BENCH_VENVS ?= $(HOME)/.cache/mlos-bench
-bench-oip: setup
+PYTRITON_PY := $(BENCH_VENVS)/pytriton/bin/python
+$(PYTRITON_PY):
+	mkdir -p $(BENCH_VENVS)
+	/usr/bin/python3.11 -m venv $(BENCH_VENVS)/pytriton && \
+		$(BENCH_VENVS)/pytriton/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime
+
+bench-oip: setup $(PYTRITON_PY)
 	mkdir -p $(BENCH_DIR) $(BENCH_VENVS)
 	test -x $(BENCH_VENVS)/mlserver/bin/python || { $(PYTHON) -m venv $(BENCH_VENVS)/mlserver && \
 		$(BENCH_VENVS)/mlserver/bin/pip install -q mlserver==1.7.1 onnxruntime; }
-	test -x $(BENCH_VENVS)/pytriton/bin/python || { /usr/bin/python3.11 -m venv $(BENCH_VENVS)/pytriton && \
-		$(BENCH_VENVS)/pytriton/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime; }
 	$(PY) -m benchmarks.vision_model
 	$(PY) -m pytest benchmarks/test_oip.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/oip-benchmark.json -q
 	$(PY) -m benchmarks.report_oip $(BENCH_DIR)/oip.json
+
+# `make run`'s first start: cold (a fresh data dir, MiniLM converted) and warm, to all demo models ready.
+bench-startup: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_startup.py -p no:cacheprovider --benchmark-only -q -s
+
+# The Open Inference Protocol over gRPC against HTTP binary and JSON on mlos-core, and against
+# Triton's gRPC endpoint (PyTriton, as bench-oip), on the ResNet-50 and a small MatMul.
+bench-grpc: setup $(PYTRITON_PY)
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m benchmarks.vision_model
+	$(PY) -m pytest benchmarks/test_grpc.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/grpc-benchmark.json -q
+	$(PY) -m benchmarks.report_grpc $(BENCH_DIR)/grpc.json
 
 kmod:
 	$(MAKE) -C kmod build
