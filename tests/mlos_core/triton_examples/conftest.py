@@ -34,7 +34,7 @@ def example_models(tmp_path_factory) -> dict:
 def start_core(data_dir, models: dict, extra: int = 0) -> CoreProcess:
     """A core with the example models registered under their Triton names, plus ``extra`` more
     copies of "simple" (the model-control examples count the repository's models)."""
-    core = CoreProcess(data_dir).start()
+    core = CoreProcess(data_dir, grpc=True).start()
     try:
         for name, path in [*models.items(), *((f"simple_copy_{i}", models["simple"]) for i in range(extra))]:
             status, _, body = core.call("POST", "/v1/models/register", {"model_id": name, "path": str(path)})
