@@ -53,25 +53,25 @@ async def _serve(settings) -> None:
     app = create_app(settings, on_started=register_demo if settings.demo else None)
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     await runner.setup()
-    where = []
-    if settings.http_enabled:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1] if settings.port == 0 else settings.port
-        where.append(f"http://{settings.host}:{port}")
-    if app[FRONT_DOORS].grpc is not None:
-        where.append(f"grpc://{settings.host}:{app[FRONT_DOORS].grpc.port}")
-    if settings.ipc_enabled:
-        settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
-        if settings.ipc_path.is_socket():
-            settings.ipc_path.unlink()
-        await web.UnixSite(runner, str(settings.ipc_path)).start()
-        os.chmod(settings.ipc_path, 0o600)
-        where.append(f"unix:{settings.ipc_path}")
-    if not where:
-        raise ConfigError("--no-http, --no-grpc and --no-ipc given: nothing to serve on")
-    print(f"mlos-core {__version__} serving on {', '.join(where)}", flush=True)
-    try:
+    try:  # whatever fails from here on, the models, the gRPC server and the registry are closed
+        where = []
+        if settings.http_enabled:
+            site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1] if settings.port == 0 else settings.port
+            where.append(f"http://{settings.host}:{port}")
+        if app[FRONT_DOORS].grpc is not None:
+            where.append(f"grpc://{settings.host}:{app[FRONT_DOORS].grpc.port}")
+        if settings.ipc_enabled:
+            settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
+            if settings.ipc_path.is_socket():
+                settings.ipc_path.unlink()
+            await web.UnixSite(runner, str(settings.ipc_path)).start()
+            os.chmod(settings.ipc_path, 0o600)
+            where.append(f"unix:{settings.ipc_path}")
+        if not where:
+            raise ConfigError("--no-http, --no-grpc and --no-ipc given: nothing to serve on")
+        print(f"mlos-core {__version__} serving on {', '.join(where)}", flush=True)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -219,8 +219,9 @@ def test_sigterm_is_a_clean_exit(core_process, models):
 def test_port_in_use_exits_1(core_process, tmp_path):
     running = core_process()
     proc = subprocess.run(
-        [sys.executable, "-m", "mlos_core", "--no-ipc", "--no-grpc", "--port", str(running.port), "--data-dir",
-         str(tmp_path / "d")],
+        # gRPC on (a free port): what it started is closed again, without a traceback
+        [sys.executable, "-m", "mlos_core", "--no-ipc", "--grpc-port", str(free_port()), "--port", str(running.port),
+         "--data-dir", str(tmp_path / "d")],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stderr
