@@ -24,7 +24,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import BadRequest, MLOSError
 from ..registry import ModelEntry, validate_options
-from ..registry.registry import instances_for
+from ..registry.loading import instances_for
 from ..tensors import v2_datatype
 from .params import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVELS
 

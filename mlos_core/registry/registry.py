@@ -14,8 +14,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,12 +27,12 @@ from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve
 from ..thread_priority import ThreadPriority
+from .ids import ID_PATTERN, find, split_id, validate_model_id
+from .loading import estimate_bytes, framework_of, instances_for, load_model
 from .store import ModelRecord, RegistryStore
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*(@[A-Za-z0-9._\-+]+)?$")
-_MAX_ID = 256
 
 
 class State(str, enum.Enum):
@@ -64,23 +62,6 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     "chat_template": (str, 0),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
-
-
-def split_id(model_id: str) -> tuple[str, str]:
-    """``ns/name@v`` -> (``ns/name``, ``v``); an id without a version is version "1"."""
-    name, _, version = model_id.rpartition("@")
-    return (name, version) if name else (model_id, "1")
-
-
-def validate_model_id(model_id: Any) -> str:
-    if not isinstance(model_id, str) or not model_id:
-        raise BadRequest("model_id is required: a string like 'namespace/name@version'")
-    if len(model_id) > _MAX_ID or not _ID.match(model_id):
-        raise BadRequest(
-            f"invalid model_id {model_id[:80]!r}: use letters, digits, '.', '_', '-', '/' between "
-            "name parts, and one optional '@version' (e.g. 'hf/distilgpt2@latest')"
-        )
-    return model_id
 
 
 def validate_options(options: Any) -> dict[str, Any]:
@@ -216,7 +197,7 @@ class Registry:
             if len(parts) < 3:
                 continue
             model_id = "/".join(parts[:-1]) + "@" + parts[-1]
-            if model_id in self._entries or not _ID.match(model_id):
+            if model_id in self._entries or not ID_PATTERN.match(model_id):
                 continue
             try:
                 # checksums are verified when the model first loads, not for every package at start
@@ -233,13 +214,13 @@ class Registry:
         "1", as the Open Inference Protocol numbers them. The seeds' dash form
         ('hf-distilgpt2@latest' for 'hf/distilgpt2@latest') resolves when it names one model."""
         version = version or None
-        entry = _find(self._entries, name, version)
+        entry = find(self._entries, name, version)
         if entry is None:
             dashed: dict[str, ModelEntry | None] = {}
             for key, e in self._entries.items():
                 k = key.replace("/", "-")
                 dashed[k] = None if k in dashed else e  # two ids with one dash form: ambiguous
-            entry = _find(dashed, name.replace("/", "-"), version)
+            entry = find(dashed, name.replace("/", "-"), version)
         if entry is None:
             key = f"{name}@{version}" if version else name
             raise ModelNotFound(f"model {key!r} is not registered", model_id=key, name=name, version=version)
@@ -291,7 +272,7 @@ class Registry:
             record = ModelRecord(
                 id=spec.model_id, path=path, format=source.format, plugin_id=plugin.id,
                 name=spec.name or spec.model_id.split("@")[0].rsplit("/", 1)[-1],
-                description=spec.description, framework=spec.framework or _framework(source),
+                description=spec.description, framework=spec.framework or framework_of(source),
                 execution_format=spec.execution_format or source.format,
                 manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
                 options=spec.options,
@@ -361,10 +342,10 @@ class Registry:
             loop = asyncio.get_running_loop()
             if self.settings.memory_budget_mb > 0:
                 async with self._budget_lock:
-                    await self._make_room(entry, _estimate_bytes(source))
-                    model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+                    await self._make_room(entry, estimate_bytes(source))
+                    model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
             else:
-                model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+                model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
         except ModelUnavailable:
             entry.state = previous if previous != State.LOADING else State.REGISTERED
             raise
@@ -516,65 +497,3 @@ class Registry:
             entry.last_used = time.monotonic()
             if entry.pending == 0:
                 entry.idle.set()
-
-
-def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
-    """The plugin loads the format; the task layer (tokenizer, pooling, labels, decoding) is
-    attached from the model's directory when the model has no task-level entry points itself."""
-    model = plugin.load(source, options)
-    if not model.tasks:
-        from ..tasks import attach
-
-        folder = source.package_dir or (source.model_path if source.model_path.is_dir() else source.model_path.parent)
-        try:
-            model = attach(model, folder, options.task, chat_template=options.chat_template)
-        except UnprocessableModel as e:
-            if not options.task_from_manifest:
-                raise
-            log.warning("%s: the manifest's task %r does not fit (%s); serving what the directory implies",
-                        folder, options.task, e.message)
-            model = attach(model, folder, None, chat_template=options.chat_template)
-    return model
-
-
-def instances_for(configured: int, model: Model) -> int:
-    """0 means automatic: a batching model keeps one execution busy with whole batches; a model
-    that cannot batch runs two requests at once, so the next one is already in the runtime
-    while the event loop hands the last answer back (measured: benchmarks/, README)."""
-    wanted = configured or (1 if model.metadata.batchable else min(2, os.cpu_count() or 1))
-    return min(wanted, model.max_concurrency) if model.max_concurrency else wanted
-
-
-def _estimate_bytes(source: ModelSource) -> int:
-    p = source.model_path
-    if p.is_file():
-        total = p.stat().st_size
-        for sib in p.parent.glob(p.name + "*"):
-            if sib != p and sib.name.endswith(("_data", ".data")):
-                total += sib.stat().st_size
-        return total
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
-def _framework(source: ModelSource) -> str:
-    fw = ((source.manifest or {}).get("spec") or {}).get("framework") or {}
-    return str(fw.get("name") or {"onnx": "ONNX", "gguf": "GGUF", "safetensors": "SafeTensors"}[source.format])
-
-
-def _find(table: dict[str, ModelEntry | None], name: str, version: str | None) -> ModelEntry | None:
-    if version is not None:
-        if "@" in name:
-            return table.get(name) if name.rsplit("@", 1)[1] == version else None
-        entry = table.get(f"{name}@{version}")
-        return entry if entry is not None or version != "1" else table.get(name)
-    entry = table.get(name)
-    if entry is not None or "@" in name:
-        return entry
-    entry = table.get(f"{name}@latest")
-    if entry is not None:
-        return entry
-    versions = sorted(k for k, e in table.items() if e is not None and k.startswith(name + "@"))
-    if len(versions) > 1:
-        raise BadRequest(f"model {name!r} has several versions ({', '.join(v.rsplit('@', 1)[1] for v in versions)}): "
-                         f"name one, e.g. {versions[0]!r}", model_id=name)
-    return table[versions[0]] if versions else None
