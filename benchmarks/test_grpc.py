@@ -21,11 +21,12 @@ import sys
 import time
 
 import numpy as np
+import orjson
 import pytest
 
 from . import oip_servers
 from .conftest import ROOT
-from .test_oip import HDR, make_body
+from .test_oip import HDR
 from .vision_model import resnet50_path
 
 ROUNDS = int(os.environ.get("MLOS_BENCH_GRPC_ROUNDS", "2"))
@@ -65,10 +66,15 @@ def _http_answer(status: int, headers: dict, body: bytes, cols: int) -> np.ndarr
 
 
 def _http_body(kind: str, model: str, x: np.ndarray) -> tuple[bytes, list[str]]:
-    body, headers = make_body(kind, x, {})
-    if model == "matmul":  # make_body writes the ResNet's tensor names
-        body = body.replace(b'"pixel_values"', b'"x"', 1)
-    return body, headers
+    name = _IO[model][0]
+    if kind == "json":
+        doc = {"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1)}]}
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), []
+    raw = x.tobytes()
+    head = orjson.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}],
+                         "parameters": {"binary_data_output": True}})
+    return head + raw, [f"{HDR}: {len(head)}"]
 
 
 @pytest.fixture(scope="module")

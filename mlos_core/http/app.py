@@ -1,4 +1,5 @@
-"""Assembles the aiohttp application: the data plane and the three route modules."""
+"""Assembles the aiohttp application: the data plane, the route modules, and the front doors that
+start and stop with it (gRPC)."""
 from __future__ import annotations
 
 import logging
