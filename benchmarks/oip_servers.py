@@ -69,6 +69,13 @@ class Peer:
         self.server.stop()
 
 
+def start_null(d: Path) -> Peer:
+    """The null system: aiohttp and grpc.aio answering a fixed answer (benchmarks/peers/null_server.py)."""
+    server = Server("null", [sys.executable, "-m", "benchmarks.peers.null_server"], d, ready="serving on")
+    grpc_port = re.search(r"grpc=127\.0\.0\.1:(\d+)", server.log.read_text())
+    return Peer("null", server, "matmul", grpc_port=int(grpc_port.group(1)))
+
+
 def venv_python(name: str) -> Path | None:
     path = Path(os.environ.get(f"MLOS_BENCH_{name.upper()}_PYTHON", VENVS / name / "bin" / "python"))
     return path if path.exists() else None

@@ -5,7 +5,9 @@ Models: the ResNet-50 of ``make bench-oip`` (one 1x3x224x224 FP32 image, 1 and 4
 of 32, 1 client) and a small tensor (the 1x64 FP32 MatMul of the core benchmark, 1 and 4 clients),
 where a protocol's own cost shows instead of the model's. Clients: ``benchmarks.loadgen`` (HTTP,
 raw sockets) and ``benchmarks.grpc_loadgen`` (grpc.aio, pre-serialised requests), each in its own
-process; every (server, path) point in turn, round after round.
+process; every (server, path) point in turn, round after round. A null system
+(``benchmarks/peers/null_server.py``: aiohttp and grpc.aio answering a fixed answer) measures the
+floor of each transport in Python on the small tensor.
 
 Writes ``benchmarks/results/grpc.json``; ``python -m benchmarks.report_grpc`` prints the tables.
 Environment: MLOS_BENCH_GRPC_ROUNDS (default 2), MLOS_BENCH_GRPC_DURATION (seconds per point,
@@ -95,7 +97,8 @@ def bench(tmp_path_factory):
         expected[(model, rows)] = session.run(None, {_IO[model][0]: x})[0]
     peers, skipped = [], {}
     for name, start in (("mlos", lambda: oip_servers.start_mlos(paths["resnet50"], d / "mlos", paths["matmul"], grpc=True)),
-                        ("triton", lambda: oip_servers.start_triton(paths["resnet50"], d / "triton", paths["matmul"]))):
+                        ("triton", lambda: oip_servers.start_triton(paths["resnet50"], d / "triton", paths["matmul"])),
+                        ("null", lambda: oip_servers.start_null(d / "null"))):
         try:
             peer = start()
         except Exception as e:  # a peer that cannot start is reported, not fatal
@@ -109,6 +112,8 @@ def bench(tmp_path_factory):
     try:
         for peer in peers:
             for (model, rows), x in inputs.items():
+                if peer.name == "null" and (model, rows) != ("matmul", 1):
+                    continue  # the null system answers the small tensor only
                 mlos = peer.name == "mlos"
                 model_name = ("bench/resnet50" if model == "resnet50" else "bench/matmul") if mlos else model
                 http_model = f"{model_name.replace('/', '%2F')}%401" if mlos else model
@@ -118,8 +123,11 @@ def bench(tmp_path_factory):
                     path = f"/v2/models/{http_model}/infer"
                     status, hdrs, answer = peer.call("POST", path, body, dict(h.split(": ", 1) for h in headers))
                     got = _http_answer(status, hdrs, answer, _IO[model][2])
-                    np.testing.assert_allclose(got.reshape(expected[(model, rows)].shape), expected[(model, rows)],
-                                               rtol=1e-3, atol=1e-3)
+                    if peer.name == "null":
+                        assert got.shape == (1, 64)  # a fixed answer: nothing to compare
+                    else:
+                        np.testing.assert_allclose(got.reshape(expected[(model, rows)].shape), expected[(model, rows)],
+                                                   rtol=1e-3, atol=1e-3)
                     f = d / f"{peer.name}-{model}-{kind}-{rows}.body"
                     f.write_bytes(body)
                     cases.append({"peer": peer, "model": model, "rows": rows, "path": kind, "body_file": f,
@@ -129,8 +137,9 @@ def bench(tmp_path_factory):
                     continue
                 body = grpc_request(model_name, "1" if mlos else "", x, _IO[model][0])
                 got = grpc_answer(peer.grpc_port, body, _IO[model][2])
-                np.testing.assert_allclose(got.reshape(expected[(model, rows)].shape), expected[(model, rows)],
-                                           rtol=1e-3, atol=1e-3)
+                if peer.name != "null":
+                    np.testing.assert_allclose(got.reshape(expected[(model, rows)].shape), expected[(model, rows)],
+                                               rtol=1e-3, atol=1e-3)
                 f = d / f"{peer.name}-{model}-grpc-{rows}.pb"
                 f.write_bytes(body)
                 cases.append({"peer": peer, "model": model, "rows": rows, "path": "grpc", "body_file": f})
