@@ -156,7 +156,9 @@ def _load(case: dict, concurrency: int) -> dict:
     if case["path"] == "grpc":
         cmd = [sys.executable, "-m", "benchmarks.grpc_loadgen", "--port", str(peer.grpc_port)]
     else:
-        cmd = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(peer.port), "--path", case["url"]]
+        # a 32-image JSON body is 55 MB: on a busy machine one request can outlast the default drain
+        cmd = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(peer.port), "--path", case["url"],
+               "--drain", "300"]
         for h in case["headers"]:
             cmd += ["--header", h]
     cmd += ["--body-file", str(case["body_file"]), "--concurrency", str(concurrency), "--duration", str(duration),
