@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IntegrityError, NotInstalled
-from .manifest import MANIFEST_NAME, ManifestError, is_valid_digest, listed_files, read_manifest
+from .manifest import MANIFEST_NAME, ManifestError, is_valid_digest, listed_files, read_manifest, sha256_file
 from .refs import Ref
 
 INCOMPLETE = ".incomplete-"
@@ -80,6 +80,11 @@ class Cache:
                 h.update(block)
         digest = h.hexdigest()
         target = self.blob_path(digest)
+        if target.exists() and sha256_file(target) != digest:
+            # a blob is named by its digest, but its bytes can rot or be overwritten: never reuse it
+            # unchecked (a corrupt blob would block every reinstall); replace it with the good copy
+            os.chmod(target, 0o644)
+            target.unlink()
         if not target.exists():
             self.blobs.mkdir(parents=True, exist_ok=True)
             tmp = self.blobs / f"{INCOMPLETE}{digest}-{os.getpid()}"
@@ -157,6 +162,13 @@ class Cache:
         if not d.is_dir():
             return {}
         return {p.name: p.read_text().strip() for p in d.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+    def discard(self, pkg: Installed) -> None:
+        """Take one package version away (atomically), keeping its refs: it is about to be rebuilt."""
+        trash = self.package_root(pkg.namespace, pkg.repo) / f"{INCOMPLETE}removed-{pkg.version}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(pkg.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def remove(self, ref: Ref) -> list[Path]:
         """Remove one package (the one the ref resolves to) and the refs pointing at it."""
