@@ -58,6 +58,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Cache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else axon_home() / "cache"
@@ -108,9 +118,15 @@ class Cache:
         return self.models / namespace / repo
 
     def staging(self, namespace: str, repo: str) -> Path:
+        """A fresh staging directory named after this process, after removing those of processes
+        that are gone (a kill -9 mid-install leaves its staging behind; a live install's is kept)."""
         root = self.package_root(namespace, repo)
         root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=INCOMPLETE, dir=root))
+        for old in root.glob(f"{INCOMPLETE}pid*-*"):
+            pid = old.name[len(INCOMPLETE) + 3:].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f"{INCOMPLETE}pid{os.getpid()}-", dir=root))
 
     def commit_package(self, staging: Path, namespace: str, repo: str, version: str, refs: list[str]) -> Path:
         """Move a complete staging directory into place, then point the refs at it."""

@@ -98,3 +98,21 @@ def test_a_silent_hub_is_a_fast_clear_error(axon, hf_endpoint, monkeypatch):
     assert f"the hub at {url} (HF_ENDPOINT) did not answer within 1 s" in err
     assert "offline" in err and "Timeout(" not in err
     assert took < 30
+
+
+def test_staging_left_by_a_killed_install_is_removed_by_the_next(axon, installed):
+    """A kill -9 mid-install leaves a staging folder (its name says which process made it); the next
+    install of that repo removes it, and never one of a live process."""
+    import subprocess
+    import sys
+
+    cache = Cache()
+    root = cache.package_root("hf", REPO)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = root / f".incomplete-pid{dead.pid}-abc"
+    (stale / ".onnx-export").mkdir(parents=True)
+    live = root / f".incomplete-pid{os.getpid()}-def"
+    live.mkdir()
+    fresh = cache.staging("hf", REPO)
+    assert not stale.exists() and live.is_dir() and fresh.is_dir()
