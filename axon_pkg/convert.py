@@ -31,6 +31,8 @@ from typing import Callable
 
 from ._convert_worker import PROGRESS  # the worker's progress lines (its top level imports nothing heavy)
 
+from .child import child_env
+
 __all__ = ["ConversionResult", "conversion_available", "infer_task", "convert_to_onnx"]
 
 TOOL = "optimum-onnx"
@@ -212,7 +214,7 @@ def _worker_env() -> dict[str, str]:
     # Make sure the child can import this package even when it is not installed.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    return child_env(env)  # the worker dies with us (axon_pkg.child)
 
 
 def _pump(stream, keep: collections.deque, progress: Callable[[str], None] | None) -> None:

@@ -46,7 +46,7 @@ def model_config(entry: ModelEntry, settings: Settings, name: str) -> dict:
     """The configuration of a loaded model, named as the client wrote it."""
     meta = entry.model.metadata
     rows = entry.option("max_batch_size", settings)
-    batching = meta.batchable and rows > 1 and (entry.scheduler is None or entry.scheduler.batching)
+    batching = bool(entry.scheduler and entry.scheduler.batching)  # proved at load (mlos_core.batch_probe)
 
     def tensor(t):
         return {"name": t.name, "data_type": config_type(t.dtype), "dims": list(t.shape[1:] if batching else t.shape)}
@@ -64,8 +64,10 @@ def model_config(entry: ModelEntry, settings: Settings, name: str) -> dict:
         "output": [tensor(t) for t in meta.outputs],
         "instance_group": [{"name": entry.id, "kind": "KIND_CPU",
                             "count": instances_for(entry.option("instances", settings), entry.model)}],
-        "parameters": {key: {"string_value": str(entry.record.options[opt])}
-                       for key, opt in PARAMETER_OPTIONS.items() if key == opt and opt in entry.record.options},
+        "parameters": {
+            **({"batching_reason": {"string_value": entry.batching.reason}} if entry.batching else {}),
+            **{key: {"string_value": str(entry.record.options[opt])}
+               for key, opt in PARAMETER_OPTIONS.items() if key == opt and opt in entry.record.options}},
     }
     if batching:
         config["dynamic_batching"] = {
@@ -179,6 +181,8 @@ def override_options(name: str, doc: dict, current: dict, batchable: bool, setti
                 raise _fail(name, "parameters must be an object of {\"key\": {\"string_value\": \"...\"}}")
             for pk, pv in value.items():
                 if pk not in PARAMETER_OPTIONS:
+                    if _normal(pv) == _normal(current.get("parameters", {}).get(pk)):
+                        continue  # a read-only parameter (batching_reason) sent back as it was read
                     raise _fail(name, f"parameter {pk!r} is not known here; known: {', '.join(PARAMETER_OPTIONS)}")
                 raw = pv.get("string_value") if isinstance(pv, dict) else pv
                 options[PARAMETER_OPTIONS[pk]] = raw

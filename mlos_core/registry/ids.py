@@ -14,6 +14,9 @@ MAX_ID_LENGTH = 256
 def validate_model_id(model_id: Any) -> str:
     if not isinstance(model_id, str) or not model_id:
         raise BadRequest("model_id is required: a string like 'namespace/name@version'")
+    name, _, version = model_id.partition("@")
+    if any(part in (".", "..") for part in name.split("/") + ([version] if version else [])):
+        raise BadRequest(f"invalid model_id {model_id[:80]!r}: '.' and '..' are not allowed as name parts or versions")
     if len(model_id) > MAX_ID_LENGTH or not ID_PATTERN.match(model_id):
         raise BadRequest(
             f"invalid model_id {model_id[:80]!r}: use letters, digits, '.', '_', '-', '/' between "
