@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from ..auth import ApiKeys
 from ..config import Settings
 from ..dataplane import DataPlane
 from ..shm_regions import SharedMemoryRegions
@@ -34,9 +35,12 @@ def _address(host: str, port: int) -> str:
 
 
 class GrpcServer:
-    def __init__(self, plane: DataPlane, regions: SharedMemoryRegions, settings: Settings):
+    def __init__(self, plane: DataPlane, regions: SharedMemoryRegions, settings: Settings, keys: ApiKeys,
+                 admission):
+        """``keys`` and ``admission`` are the HTTP application's own: one key check, one set of
+        server-wide bounds for both transports."""
         self.settings = settings
-        self.servicer = InferenceServicer(plane, regions)
+        self.servicer = InferenceServicer(plane, regions, keys, admission)
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
 

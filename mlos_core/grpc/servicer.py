@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 import grpc
 from google.protobuf import json_format
 
+from ..auth import ApiKeys
 from ..dataplane import DataPlane
-from ..errors import BadRequest, MLOSError
+from ..errors import BadRequest, MLOSError, Unauthorized
 from ..generation_params import generation_params
 from ..oip import repository, server_settings
 from ..oip.names import answer_version, protocol_error, resolve
@@ -21,6 +22,9 @@ from ..oip.tensor_io import requested_outputs
 from ..shm_regions import NO_CUDA, SharedMemoryRegions
 from ..smi import GENERATE
 from .tensors import decode_inputs, encode_outputs, parameters, pb, requested, set_parameter, text_response
+
+if TYPE_CHECKING:  # the server-wide admission bounds, shared with HTTP (one object, made by the app)
+    from ..http.guard import Admission
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,21 @@ def status_of(e: MLOSError) -> grpc.StatusCode:
     return _STATUS.get(e.status, grpc.StatusCode.INTERNAL)
 
 
+# the RPCs that --public-health answers without a key, as the HTTP paths they stand for
+_HEALTH = {"ServerLive": "/v2/health/live", "ServerReady": "/v2/health/ready"}
+
+
 def _unary(method):
-    """Answer an MLOSError with its status and message (the runtime's words as ``detail``
-    trailing metadata); anything else is logged and answered INTERNAL, never a traceback."""
+    """Check the caller's key and the server's admission bounds, then answer; an MLOSError with
+    its status and message (the runtime's words as ``detail`` trailing metadata); anything else
+    is logged and answered INTERNAL, never a traceback."""
 
     @functools.wraps(method)
     async def handler(self, request, context):
         try:
-            return await method(self, request, context)
+            self.authorize(context, method.__name__)
+            with self.admission.admitted(request.ByteSize() if method.__name__ == "ModelInfer" else 0):
+                return await method(self, request, context)
         except MLOSError as e:
             e = protocol_error(e)
             if e.detail:
@@ -59,9 +70,22 @@ def _unary(method):
 
 
 class InferenceServicer:
-    def __init__(self, plane: DataPlane, regions: SharedMemoryRegions):
+    def __init__(self, plane: DataPlane, regions: SharedMemoryRegions, keys: ApiKeys, admission: Admission):
         self.plane = plane
         self.regions = regions
+        self.keys = keys
+        self.admission = admission
+        self._hint = f"metadata authorization: Bearer <key> (or the bare key in {keys.header})"
+
+    def authorize(self, context, method: str) -> None:
+        """The same keys as HTTP, from the call's metadata (``authorization: Bearer K``, or the
+        configured header): one check for every transport (``mlos_core.auth``)."""
+        if not self.keys.enabled:
+            return
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()}
+        if not self.keys.authorized(metadata, _HEALTH.get(method)):
+            what = "the API key is not valid" if self.keys.presented(metadata) else "an API key is required"
+            raise Unauthorized(f"{what}: send {self._hint}")
 
     # ---- health and metadata --------------------------------------------------------------------
     @_unary
@@ -165,16 +189,17 @@ class InferenceServicer:
     async def ModelStreamInfer(self, request_iterator, context):
         """Requests are served as they arrive, concurrently; each answer (or error) is sent as it
         is ready, carrying its request's id. A failed request does not end the stream."""
+        try:
+            self.authorize(context, "ModelStreamInfer")
+        except MLOSError as e:
+            await context.abort(status_of(e), e.message)
         answers: asyncio.Queue = asyncio.Queue()
         running: set[asyncio.Task] = set()
 
         async def serve(request):
             try:
-                if await self._is_prompt(request):
-                    async for response in self._generate(request, streamed=True):
-                        await answers.put(pb.ModelStreamInferResponse(infer_response=response))
-                else:
-                    await answers.put(pb.ModelStreamInferResponse(infer_response=await self._infer(request)))
+                with self.admission.admitted(request.ByteSize()):
+                    await answer(request)
             except MLOSError as e:
                 await answers.put(pb.ModelStreamInferResponse(
                     error_message=protocol_error(e).message,
@@ -182,6 +207,13 @@ class InferenceServicer:
             except Exception:
                 log.exception("gRPC stream request failed")
                 await answers.put(pb.ModelStreamInferResponse(error_message="internal server error; see the server log"))
+
+        async def answer(request):
+            if await self._is_prompt(request):
+                async for response in self._generate(request, streamed=True):
+                    await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            else:
+                await answers.put(pb.ModelStreamInferResponse(infer_response=await self._infer(request)))
 
         async def read():
             async for request in request_iterator:

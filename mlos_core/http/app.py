@@ -84,7 +84,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
         if settings.grpc_enabled:
             from ..grpc.server import GrpcServer  # grpcio only where gRPC serves
 
-            doors.grpc = GrpcServer(plane, regions, settings)
+            doors.grpc = GrpcServer(plane, regions, settings, keys, admission)
             doors.grpc.bind()  # a port in use stops the start before anything else began
         await registry.start()
         if settings.zerocopy:

@@ -337,3 +337,40 @@ def test_message_over_the_request_limit(core_process, models, tmp_path):
     small = grpcclient.InferInput("x", [1, 64], "FP32")
     small.set_data_from_numpy(np.zeros((1, 64), np.float32))
     assert client.infer(MM, [small]).as_numpy("y").shape == (1, 64)
+
+
+def test_api_keys_apply_to_grpc(core_process, models, tmp_path):
+    """The same keys as HTTP, from the call's metadata: Bearer or the configured header; health
+    left open only with --public-health."""
+    key = "grpc-key-0123456789abcdef"
+    core = core_process("--api-key", key, "--public-health", data_dir=tmp_path / "keyed", grpc=True)
+    status, _, body = core.call("POST", "/v1/models/register", {"model_id": MM, "path": str(models.matmul)},
+                                headers={"Authorization": f"Bearer {key}"})
+    assert status == 200, body
+    client = grpcclient.InferenceServerClient(core.grpc_url)
+    x = grpcclient.InferInput("x", [1, 64], "FP32")
+    x.set_data_from_numpy(np.ones((1, 64), np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(MM, [x])
+    assert e.value.status() == "StatusCode.UNAUTHENTICATED" and "an API key is required" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        client.infer(MM, [x], headers={"authorization": f"Bearer {key}x"})
+    assert "the API key is not valid" in e.value.message()
+    assert client.infer(MM, [x], headers={"authorization": f"Bearer {key}"}).as_numpy("y").shape == (1, 64)
+    assert client.infer(MM, [x], headers={"x-api-key": key}).as_numpy("y").shape == (1, 64)
+    assert client.is_server_live() and client.is_server_ready()  # --public-health
+    with pytest.raises(InferenceServerException):
+        client.get_model_repository_index()
+    # a stream without the key is refused as a whole
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        try:
+            client.async_stream_infer(MM, [x])
+        except InferenceServerException:
+            pass  # the server may have ended the stream before this request was written
+        _, error = answers.get(timeout=30)
+    finally:
+        client.stop_stream()
+    assert error is not None and "an API key is required" in error.message()
+    client.close()
