@@ -33,8 +33,8 @@ def summarize(doc: dict) -> dict:
             # the server's process tree over warm-up, window and drain, per request answered in the
             # window: rough, but far less sensitive than latency to CPU taken by neighbours
             "server_cpu_ms_per_request": statistics.median(
-                r["server_cpu_s"] * 1e3 / max(1e-9, r["throughput_rps"] * (r["duration_s"] + r.get("warmup_s", 0)))
-                for r in rows),
+                r["server_cpu_s"] * 1e3 / (r["throughput_rps"] * (r["duration_s"] + r.get("warmup_s", 0)))
+                for r in done) if done else float("nan"),
             "completed": sum(r["completed"] for r in rows),
         }
     return out
@@ -61,7 +61,8 @@ def render(doc: dict) -> str:
 
     def ratio(a, b):
         x, y = s.get(a), s.get(b)
-        return f"{x['items_per_s'] / y['items_per_s']:.2f}x" if x and y and y["items_per_s"] else "n/a"
+        return (f"{x['items_per_s'] / y['items_per_s']:.2f}x" if x and y and x["completed"] and y["completed"]
+                else "n/a")
 
     for model, rows, conc in points:
         k = (model, rows, conc)
@@ -70,6 +71,9 @@ def render(doc: dict) -> str:
                      f"{ratio((*k, 'mlos', 'grpc'), (*k, 'triton', 'grpc'))} | "
                      f"{ratio((*k, 'mlos', 'binary'), (*k, 'triton', 'binary'))} |")
     notes = [f"- {k}: {v}" for k, v in doc.get("skipped", {}).items()]
+    notes += [f"- {_INPUT[k[0]].format(r=k[1])}, {k[2]} clients, {_SERVERS[k[3]]} {k[4]}: no request completed "
+              "inside the window (each took longer than the window; lengthen MLOS_BENCH_GRPC_DURATION)"
+              for k, v in s.items() if not v["completed"]]
     head = (f"{doc['when']}, commit {doc['commit']}, {doc['machine']['cpus']} CPUs, {doc['rounds']} rounds, "
             f"load average at the end {', '.join(f'{x:.2f}' for x in doc['machine']['load_avg_at_end'])}")
     return "\n".join([head, "", *lines, *(["", "Not measured:", *notes] if notes else [])])
