@@ -5,8 +5,7 @@ statistics that ``/stats`` and ``/metrics`` report.
 """
 from __future__ import annotations
 
-import asyncio
-import threading
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -16,8 +15,10 @@ import numpy as np
 from . import __version__
 from .errors import BadRequest, InvalidTensor, MLOSError
 from .metrics import Metrics
+from .execution import Generate
 from .registry import ModelEntry, Registry, RegisterSpec
-from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
+from .scheduler import Execution
+from .smi import GenerationChunk, Model, ModelMetadata
 from .tensors import validate_inputs
 
 Decoder = Callable[[ModelMetadata], Mapping[str, np.ndarray]]
@@ -46,25 +47,6 @@ class TaskResult:
     total_us: int
 
 
-def _servable(entry) -> None:
-    reason = entry.model.metadata.properties.get("unservable")
-    if reason:
-        raise BadRequest(f"model {entry.id}: {reason}", model_id=entry.id)
-
-
-def _guard(entry, fn: Callable[[], Any]) -> Callable[[], Any]:
-    """A task the model does not serve is the client's mistake: 400, naming what it serves."""
-
-    def run():
-        try:
-            return fn()
-        except TaskUnsupported as e:
-            served = ", ".join(sorted(entry.model.tasks)) or "raw tensors only"
-            raise BadRequest(f"model {entry.id} does not do {e}; it serves: {served}", model_id=entry.id) from None
-
-    return run
-
-
 class DataPlane:
     def __init__(self, registry: Registry, metrics: Metrics):
         self.registry = registry
@@ -89,7 +71,7 @@ class DataPlane:
         start = self._begin(api)
         model_id = ""
         try:
-            model_id = self.registry.lookup(name, version).id
+            model_id = (await self.registry.find(name, version)).id
             async with self.registry.use(name, version) as entry:
                 meta = entry.model.metadata
                 inputs = decode(meta)
@@ -101,7 +83,7 @@ class DataPlane:
                             f"unknown output {', '.join(map(repr, unknown))}; the model's outputs are "
                             + ", ".join(repr(t.name) for t in meta.outputs)
                         )
-                ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
+                ex = await entry.runner.infer(inputs, outputs, priority, timeout_s)
         except MLOSError as e:
             self._failed(model_id, e, start)
             raise
@@ -115,60 +97,31 @@ class DataPlane:
         start = self._begin(api)
         model_id = ""
         try:
-            model_id = self.registry.lookup(name).id
+            model_id = (await self.registry.find(name)).id
             async with self.registry.use(name) as entry:
-                _servable(entry)
-                ex = await entry.scheduler.submit_call(_guard(entry, lambda: call(entry.model)), priority)
+                ex = await entry.runner.call(call, priority)
         except MLOSError as e:
             self._failed(model_id, e)
             raise
         return self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
 
-    async def stream_task(self, name: str, generate: Callable[[Model, Callable[[], bool]], Iterator[GenerationChunk]],
-                          *, api: str, disconnected: Callable[[], bool] = lambda: False,
+    async def stream_task(self, name: str, generate: Generate, *, api: str,
+                          disconnected: Callable[[], bool] = lambda: False,
                           priority: int = 0) -> AsyncIterator[GenerationChunk]:
-        """Stream a generation: the model's worker thread produces chunks, this yields them as
-        they come. Leaving early (the client went away) stops the generation at its next token."""
+        """Stream a generation as the model's runner produces it. Leaving early (the client went
+        away) stops the generation at its next token; the model stays held until it has."""
         start = self._begin(api)
         model_id = ""
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-        end = object()
-
-        def cancelled() -> bool:
-            return stop.is_set() or disconnected()
-
-        def job():
-            try:
-                for chunk in generate(entry.model, cancelled):
-                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
-            finally:
-                loop.call_soon_threadsafe(chunks.put_nowait, end)
-
+        ex = None
         try:
-            model_id = self.registry.lookup(name).id
+            model_id = (await self.registry.find(name)).id
             async with self.registry.use(name) as entry:
-                _servable(entry)
-                run = asyncio.ensure_future(entry.scheduler.submit_call(_guard(entry, job), priority))
-                try:
-                    while True:
-                        getter = asyncio.ensure_future(chunks.get())
-                        await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
-                        if not getter.done():
-                            getter.cancel()
-                            ex = run.result()  # the call ended without running the job: raise its error
-                            break
-                        item = getter.result()
-                        if item is end:
-                            ex = await run
-                            break
-                        yield item
-                finally:
-                    stop.set()
-                    if not run.done():
-                        # hold the model until the worker noticed: it is never unloaded mid-generation
-                        await asyncio.shield(asyncio.wait({run}))
+                async with contextlib.aclosing(entry.runner.stream(generate, priority, disconnected)) as items:
+                    async for item in items:
+                        if isinstance(item, Execution):
+                            ex = item
+                        else:
+                            yield item
         except MLOSError as e:
             self._failed(model_id, e)
             raise
@@ -219,9 +172,9 @@ class DataPlane:
                 "id": e.id,
                 "state": e.state.value,
                 "pending": e.pending,
-                "queued": e.scheduler.queued if e.scheduler else 0,
-                "running": e.scheduler.running if e.scheduler else 0,
-                "batching": bool(e.scheduler and e.scheduler.batching),
+                "queued": e.runner.queued if e.runner else 0,
+                "running": e.runner.running if e.runner else 0,
+                "batching": bool(e.runner and e.runner.batching),
                 "memory_bytes": e.memory_bytes,
                 "idle_seconds": round(now - e.last_used, 3),
                 "keep_alive": e.option("keep_alive", self.registry.settings),

@@ -82,7 +82,7 @@ class OpenAIApi:
         kind = "chat.completion" if chat else "text_completion"
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        model_id = self.plane.registry.lookup(name).id
+        model_id = (await self.plane.registry.find(name)).id
         transport = request.transport
 
         def disconnected() -> bool:

@@ -50,7 +50,7 @@ class V2Extensions:
         entry, meta = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
         settings = self.plane.registry.settings
         rows = entry.option("max_batch_size", settings)
-        batching = meta.batchable and rows > 1 and (entry.scheduler is None or entry.scheduler.batching)
+        batching = meta.batchable and rows > 1 and (entry.runner is None or entry.runner.batching)
 
         def tensor(t):
             dims = list(t.shape[1:] if batching else t.shape)

@@ -25,6 +25,7 @@ from typing import Any, AsyncIterator
 from ..config import Settings
 from ..errors import BadRequest, Conflict, MLOSError, ModelNotFound, ModelUnavailable, QueueFull, UnprocessableModel
 from ..plugins import plugin_for
+from ..execution import LocalRunner, ModelRunner
 from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve
@@ -122,7 +123,7 @@ class ModelEntry:
         self.error = error
         self.source: ModelSource | None = None
         self.model: Model | None = None
-        self.scheduler: ModelScheduler | None = None
+        self.runner: ModelRunner | None = None  # where its requests execute (mlos_core.execution)
         self.pending = 0
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()
@@ -144,11 +145,13 @@ class ModelEntry:
 
 
 class Registry:
-    def __init__(self, settings: Settings, metrics=None):
+    def __init__(self, settings: Settings, metrics=None, store=None):
+        """``store`` persists registrations (default: SQLite in the data dir); a cluster front
+        door gives its cluster-wide store of the same interface (``mlos_core.cluster``)."""
         self.settings = settings
         self.metrics = metrics
         self._entries: dict[str, ModelEntry] = {}
-        self._store = RegistryStore(settings.data_path / "registry.db")
+        self._store = store if store is not None else RegistryStore(settings.data_path / "registry.db")
         self._packages = settings.data_path / "packages"
         # Model inference threads; loads get their own pool so a slow load never blocks serving.
         # Both take the configured scheduling class as they start (a session's own thread pool,
@@ -226,6 +229,20 @@ class Registry:
             raise ModelNotFound(f"model {key!r} is not registered", model_id=key)
         return entry
 
+    async def find(self, name: str, version: str | None = None) -> ModelEntry:
+        """``lookup``, after catching up with registrations made elsewhere when the name is unknown."""
+        try:
+            return self.lookup(name, version)
+        except ModelNotFound:
+            if not await self._refresh():
+                raise
+            return self.lookup(name, version)
+
+    async def _refresh(self) -> bool:
+        """Adopt registrations made through another server sharing the store; True if it can.
+        A local registry is the only writer of its store: nothing to adopt."""
+        return False
+
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
 
@@ -268,7 +285,11 @@ class Registry:
             entry = ModelEntry(record)
             entry.source = source if verify else None  # unverified: resolved (and verified) again at load
             self._entries[spec.model_id] = entry
-            await asyncio.to_thread(self._store.upsert, record, entry.state.value)
+            try:
+                await asyncio.to_thread(self._store.upsert, record, entry.state.value)
+            except BaseException:
+                self._entries.pop(spec.model_id, None)  # not persisted: not registered
+                raise
         else:
             entry = existing
         if load if load is not None else self.settings.load_on_register:
@@ -318,16 +339,7 @@ class Registry:
         previous = entry.state
         entry.state = State.LOADING
         try:
-            source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
-            plugin = plugin_for(source.format, entry.record.plugin_id)
-            options = self._load_options(entry, source)
-            loop = asyncio.get_running_loop()
-            if self.settings.memory_budget_mb > 0:
-                async with self._budget_lock:
-                    await self._make_room(entry, _estimate_bytes(source))
-                    model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
-            else:
-                model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+            source, model, runner = await self._open(entry)
         except ModelUnavailable:
             entry.state = previous if previous != State.LOADING else State.REGISTERED
             raise
@@ -342,19 +354,34 @@ class Registry:
             raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id) from None
         entry.source = source
         entry.model = model
+        entry.runner = runner
+        entry.error = None
+        entry.state = State.READY
+        entry.last_used = time.monotonic()
+        await asyncio.to_thread(self._store.set_state, entry.id, State.READY.value, None)
+        log.info("loaded %s (%s, %.1f MB)", entry.id, entry.record.format, entry.memory_bytes / 1e6)
+
+    async def _open(self, entry: ModelEntry) -> tuple[ModelSource | None, Model, ModelRunner]:
+        """Load the model in this process, within the memory budget, and give it a scheduler."""
+        source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
+        plugin = plugin_for(source.format, entry.record.plugin_id)
+        options = self._load_options(entry, source)
+        loop = asyncio.get_running_loop()
+        if self.settings.memory_budget_mb > 0:
+            async with self._budget_lock:
+                await self._make_room(entry, _estimate_bytes(source))
+                model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+        else:
+            model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
         hook = self.metrics.execution_hook(entry.id) if self.metrics else None
-        entry.scheduler = ModelScheduler(
+        scheduler = ModelScheduler(
             model, self.executor,
             max_batch_size=entry.option("max_batch_size", self.settings),
             max_batch_delay_s=entry.option("max_batch_delay_us", self.settings) / 1e6,
             instances=instances_for(entry.option("instances", self.settings), model),
             on_execution=hook,
         )
-        entry.error = None
-        entry.state = State.READY
-        entry.last_used = time.monotonic()
-        await asyncio.to_thread(self._store.set_state, entry.id, State.READY.value, None)
-        log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
+        return source, model, LocalRunner(entry.id, model, scheduler)
 
     def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
         """Register-time options win over the package manifest's ``x-mlos`` settings."""
@@ -389,18 +416,18 @@ class Registry:
 
     def _detach(self, entry: ModelEntry, state: State):
         """Synchronously take the model away from new requests; the caller awaits the cleanup."""
-        model, scheduler = entry.model, entry.scheduler
-        entry.model = entry.scheduler = None
+        model, runner = entry.model, entry.runner
+        entry.model = entry.runner = None
         entry.state = state
-        return model, scheduler
+        return model, runner
 
     async def _unload(self, entry: ModelEntry, state: State, persist: bool = True) -> None:
-        model, scheduler = self._detach(entry, state)
-        await self._release(entry, model, scheduler, persist)
+        model, runner = self._detach(entry, state)
+        await self._release(entry, model, runner, persist)
 
-    async def _release(self, entry, model, scheduler, persist=True) -> None:
-        if scheduler is not None:
-            await scheduler.close()
+    async def _release(self, entry, model, runner, persist=True) -> None:
+        if runner is not None:
+            await runner.close()
         if model is not None:
             await asyncio.get_running_loop().run_in_executor(self._load_executor, model.unload)
         if persist and not entry.removed:
@@ -424,9 +451,9 @@ class Registry:
                     retry_after=1,
                 )
             victim = min(idle, key=lambda e: e.last_used)
-            model, scheduler = self._detach(victim, State.EVICTED)
+            model, runner = self._detach(victim, State.EVICTED)
             log.info("evicting %s (least recently used) to load %s", victim.id, loading.id)
-            await self._release(victim, model, scheduler)
+            await self._release(victim, model, runner)
 
     async def _reap_idle(self) -> None:
         while True:
@@ -437,14 +464,14 @@ class Registry:
                 if keep < 0 or entry.model is None or entry.pending or entry.state != State.READY:
                     continue
                 if now - entry.last_used >= keep and not entry.lock.locked():
-                    model, scheduler = self._detach(entry, State.EVICTED)
-                    await self._release(entry, model, scheduler)
+                    model, runner = self._detach(entry, State.EVICTED)
+                    await self._release(entry, model, runner)
 
     # ---- serving ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def use(self, name: str, version: str | None = None) -> AsyncIterator[ModelEntry]:
         """Hold a loaded model for one request; loads it on demand, bounded by ``max_queue``."""
-        entry = self.lookup(name, version)
+        entry = await self.find(name, version)
         limit = entry.option("max_queue", self.settings)
         if entry.pending >= limit:
             raise QueueFull(

@@ -31,7 +31,7 @@ async def registry_factory(tmp_path):
 
 async def infer(reg: Registry, model_id: str, x: np.ndarray):
     async with reg.use(model_id) as entry:
-        return (await entry.scheduler.submit({"x": x})).outputs["y"]
+        return (await entry.runner.infer({"x": x})).outputs["y"]
 
 
 async def test_register_loads_and_serves(registry_factory, models):
@@ -209,7 +209,7 @@ async def test_keep_alive_never_unloads_with_requests_in_flight(registry_factory
     async with reg.use("t/mm@1") as entry:
         await asyncio.sleep(0.8)  # several reaper passes while the request is held
         assert entry.state == State.READY
-        out = await entry.scheduler.submit({"x": np.ones((1, 64), np.float32)})
+        out = await entry.runner.infer({"x": np.ones((1, 64), np.float32)})
         assert out.outputs["y"].shape == (1, 64)
     await asyncio.sleep(0.6)
     assert entry.state == State.EVICTED
@@ -240,7 +240,7 @@ async def test_unregister_waits_for_in_flight_requests(registry_factory, models)
     async def request():
         async with reg.use("t/mm@1") as entry:
             await asyncio.sleep(0.2)
-            await entry.scheduler.submit({"x": np.ones((1, 64), np.float32)})
+            await entry.runner.infer({"x": np.ones((1, 64), np.float32)})
             order.append("request done")
 
     task = asyncio.create_task(request())
