@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-client-shm", nargs="?", const="true", choices=("auto", "true", "false"),
                    help="let clients register system shared memory (default auto: only while bound to loopback)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
+    p.add_argument("--ray-address", help="serve on a Ray cluster: 'auto' or the head's HOST:PORT "
+                   "(pip install .[ray]; docs/scaling-out.md)")
     p.add_argument("--demo", action="store_const", const=True, help="register the demo model (Silero VAD) at start")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--version", action="version", version=f"mlos-core {__version__}")

@@ -56,6 +56,7 @@ class DataPlane:
         self._total_us = 0
         self.by_api: dict[str, int] = {}
         self.zerocopy = None  # the local zero-copy server, when it runs (mlos_core.zerocopy)
+        self.cluster = None  # the Ray cluster front door, with --ray-address (mlos_core.cluster)
 
     async def infer(
         self,
@@ -144,6 +145,15 @@ class DataPlane:
         self._total_us += total_ns // 1000
         self.metrics.record_success(model_id, total_ns, queue_ns, compute_ns)
         return TaskResult(model_id, value, queue_ns // 1000, compute_ns // 1000, total_ns // 1000)
+
+    def readiness(self) -> dict:
+        """The Open Inference Protocol's readiness: the registry runs and no model is loading.
+        ``reason`` is set when the server cannot serve at all: a cluster replica's health check
+        fails on it, while a model that is loading only delays readiness."""
+        if not self.registry.running:
+            return {"ready": False, "reason": "the model registry is not running"}
+        loading = [e.id for e in self.registry.entries() if e.state.value == "loading"]
+        return {"ready": not loading, **({"loading": loading} if loading else {})}
 
     async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata]:
         async with self.registry.use(name, version) as entry:

@@ -70,6 +70,13 @@ class ModelUnavailable(MLOSError):
     code = "model_unavailable"
 
 
+class ReplicaLost(MLOSError):
+    """On a cluster: the replica serving the request went away before answering it."""
+
+    status = 503
+    code = "replica_lost"
+
+
 class QueueFull(MLOSError):
     status = 503
     code = "queue_full"

@@ -27,8 +27,16 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     holder: dict = {}
     metrics = Metrics(lambda: holder["plane"].model_rows() if "plane" in holder else [],
                       lambda: holder["plane"].zerocopy.backend["mode"] if holder.get("plane") and holder["plane"].zerocopy else "off")
-    registry = Registry(settings, metrics)
+    cluster = None
+    if settings.ray_address:
+        from ..cluster.frontdoor import FrontDoor  # Ray is imported only on this path
+
+        cluster = FrontDoor(settings, metrics)
+        registry = cluster.registry
+    else:
+        registry = Registry(settings, metrics)
     plane = DataPlane(registry, metrics)
+    plane.cluster = cluster
     holder["plane"] = plane
     app[PLANE] = plane
 
@@ -50,6 +58,8 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     app.add_routes(OpenAIApi(plane).routes())
 
     async def lifecycle(app: web.Application):
+        if cluster is not None:
+            await cluster.start()
         await registry.start()
         if settings.zerocopy:
             zc = ZeroCopyServer(plane, socket_path=settings.zerocopy_socket or None)
@@ -64,6 +74,8 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
         if plane.zerocopy is not None:
             await plane.zerocopy.close()
         await registry.close()
+        if cluster is not None:
+            await cluster.close()
         regions.close()  # after the models: no request can still be reading a region
 
     app.cleanup_ctx.append(lifecycle)

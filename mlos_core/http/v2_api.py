@@ -49,10 +49,8 @@ class V2Api:
         return json_response({"live": True})
 
     async def ready(self, request: web.Request) -> web.Response:
-        # Ready when serving: no model is still loading or starting up.
-        loading = [e.id for e in self.plane.registry.entries() if e.state.value == "loading"]
-        ok = not loading
-        return json_response({"ready": ok, **({"loading": loading} if loading else {})}, status=200 if ok else 503)
+        state = self.plane.readiness()
+        return json_response(state, status=200 if state["ready"] else 503)
 
     async def model_ready(self, request: web.Request) -> web.Response:
         entry = self.plane.registry.lookup(request.match_info["name"], request.match_info.get("version"))

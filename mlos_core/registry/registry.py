@@ -63,6 +63,13 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     # the task served (e.g. feature-extraction, text-generation), and a Jinja chat template
     "task": (str, 0),
     "chat_template": (str, 0),
+    # on a Ray cluster (mlos_core.cluster): the model gets a deployment of its own, autoscaled
+    # within these bounds; a single server records them and serves as always
+    "min_replicas": (int, 0),
+    "max_replicas": (int, 1),
+    "target_ongoing_requests": (float, 0.001),
+    "upscale_delay_s": (float, 0),
+    "downscale_delay_s": (float, 0),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
@@ -100,6 +107,8 @@ def validate_options(options: Any) -> dict[str, Any]:
         if key == "keep_alive" and value < 0 and value != -1:
             raise BadRequest("keep_alive is seconds >= 0, or -1 to keep the model loaded")
         out[key] = kind(value)
+    if out.get("min_replicas", 0) > out.get("max_replicas", out.get("min_replicas", 0)):
+        raise BadRequest("option min_replicas must not exceed max_replicas")
     return out
 
 
@@ -163,6 +172,7 @@ class Registry:
                                                  initializer=self.thread_priority)
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
+        self.running = False  # between start() and close(): what readiness and health checks read
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -175,8 +185,10 @@ class Registry:
                 if entry.state == State.REGISTERED:
                     asyncio.get_running_loop().create_task(self._load_quietly(entry))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        self.running = True
 
     async def close(self) -> None:
+        self.running = False
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
