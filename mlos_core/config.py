@@ -55,6 +55,7 @@ class Settings:
     cluster_target_ongoing_requests: float = 2.0
     cluster_upscale_delay_s: float = 30.0
     cluster_downscale_delay_s: float = 600.0
+    cluster_look_back_period_s: float = 30.0  # the window ongoing requests are averaged over
     cluster_max_ongoing_requests: int = 16  # per replica, before the router holds requests back
     cluster_models_per_replica: int = 4  # the multiplexing LRU
     cluster_replica_cpus: float = 1.0
@@ -104,6 +105,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "cluster_target_ongoing_requests": ("cluster.target_ongoing_requests", "MLOS_CLUSTER_TARGET_ONGOING_REQUESTS"),
     "cluster_upscale_delay_s": ("cluster.upscale_delay_s", "MLOS_CLUSTER_UPSCALE_DELAY_S"),
     "cluster_downscale_delay_s": ("cluster.downscale_delay_s", "MLOS_CLUSTER_DOWNSCALE_DELAY_S"),
+    "cluster_look_back_period_s": ("cluster.look_back_period_s", "MLOS_CLUSTER_LOOK_BACK_PERIOD_S"),
     "cluster_max_ongoing_requests": ("cluster.max_ongoing_requests", "MLOS_CLUSTER_MAX_ONGOING_REQUESTS"),
     "cluster_models_per_replica": ("cluster.models_per_replica", "MLOS_CLUSTER_MODELS_PER_REPLICA"),
     "cluster_replica_cpus": ("cluster.replica_cpus", "MLOS_CLUSTER_REPLICA_CPUS"),
@@ -174,6 +176,8 @@ def _validate_cluster(s: Settings) -> None:
         raise ConfigError("cluster: target_ongoing_requests must be > 0 and max_ongoing_requests >= 1")
     if s.cluster_upscale_delay_s < 0 or s.cluster_downscale_delay_s < 0 or s.cluster_replica_cpus < 0:
         raise ConfigError("cluster: delays and replica_cpus must be >= 0")
+    if s.cluster_look_back_period_s <= 0:
+        raise ConfigError("cluster: look_back_period_s must be > 0")
     if s.cluster_models_per_replica < 1:
         raise ConfigError("cluster: models_per_replica must be at least 1")
     if s.cluster_replica_resources:

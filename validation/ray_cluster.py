@@ -22,7 +22,10 @@ WORKER_RESOURCE = "worker"
 
 
 class LocalRayCluster:
-    def __init__(self, workers: int = 2, cpus_per_node: float = 1, head_cpus: float = 1):
+    def __init__(self, workers: int = 2, cpus_per_node: float = 1, head_cpus: float = 1, env: dict | None = None):
+        """``env``: environment of every node (and of front doors, through ``env()``), e.g. Ray
+        Serve's autoscaling metric intervals, which it reads from the environment."""
+        self.extra_env = dict(env or {})
         self.workers_wanted = workers
         self.cpus = cpus_per_node
         self.head_cpus = head_cpus
@@ -30,7 +33,7 @@ class LocalRayCluster:
         self.dir = Path(tempfile.mkdtemp(prefix="mlos-ray-", dir="/tmp"))
         self.cluster = None
         self.workers: list = []
-        self._previous_tmpdir: str | None = None
+        self._previous_env: dict = {}
 
     @property
     def address(self) -> str:
@@ -41,13 +44,13 @@ class LocalRayCluster:
 
     def env(self) -> dict:
         """What a process joining this cluster (a front door) needs in its environment."""
-        return {"RAY_TMPDIR": str(self.dir)}
+        return {"RAY_TMPDIR": str(self.dir), **self.extra_env}
 
     def start(self) -> "LocalRayCluster":
         from ray.cluster_utils import Cluster
 
-        self._previous_tmpdir = os.environ.get("RAY_TMPDIR")
-        os.environ["RAY_TMPDIR"] = str(self.dir)
+        self._previous_env = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())  # the nodes' processes inherit it
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": self.head_cpus, "include_dashboard": False, "gcs_server_port": free_port(),
             "ray_client_server_port": free_port(), "dashboard_agent_listen_port": free_port(),
@@ -78,10 +81,11 @@ class LocalRayCluster:
             if self.cluster is not None:
                 self.cluster.shutdown()
         finally:
-            if self._previous_tmpdir is None:
-                os.environ.pop("RAY_TMPDIR", None)
-            else:
-                os.environ["RAY_TMPDIR"] = self._previous_tmpdir
+            for k, v in self._previous_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalRayCluster":

@@ -10,9 +10,9 @@ Deployments (Ray Serve applications, each of one ``ModelReplica`` deployment):
 
 - ``mlos-models``: shared by every model registered without replica options; multiplexed, and
   autoscaled within the front door's ``cluster.min_replicas..max_replicas``;
-- ``mlos-m-<digest of the id>``: a model registered with ``min_replicas``, ``max_replicas``,
-  ``target_ongoing_requests``, ``upscale_delay_s`` or ``downscale_delay_s`` in its options gets
-  a deployment of its own, autoscaled within those.
+- ``mlos-m-<digest of the id>``: a model registered with any of ``min_replicas``,
+  ``max_replicas``, ``target_ongoing_requests``, ``upscale_delay_s``, ``downscale_delay_s`` or
+  ``look_back_period_s`` in its options gets a deployment of its own, autoscaled by those.
 
 The first front door that needs a deployment deploys it with its own settings; the others find
 it running. Deployments outlive front doors (Ray Serve's controller owns them).
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 SHARED_APP = "mlos-models"
 DEPLOYMENT = "ModelReplica"
-AUTOSCALING_OPTIONS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+AUTOSCALING_OPTIONS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
+                       "downscale_delay_s", "look_back_period_s")
 # What a replica's own registry takes from the front door's settings.
 REPLICA_SETTINGS = ("memory_budget_mb", "keep_alive", "max_queue", "max_batch_size", "max_batch_delay_us",
                     "instances", "intra_op_threads", "inter_op_threads", "inference_priority", "log_level")
@@ -125,6 +126,7 @@ class FrontDoor:
             "target_ongoing_requests": options.get("target_ongoing_requests", s.cluster_target_ongoing_requests),
             "upscale_delay_s": options.get("upscale_delay_s", s.cluster_upscale_delay_s),
             "downscale_delay_s": options.get("downscale_delay_s", s.cluster_downscale_delay_s),
+            "look_back_period_s": options.get("look_back_period_s", s.cluster_look_back_period_s),
         }
         actor_options: dict[str, Any] = {"num_cpus": s.cluster_replica_cpus}
         if s.cluster_replica_resources:

@@ -136,6 +136,9 @@ class ClusterRegistry(Registry):
 
     async def _refresh(self) -> bool:
         version = await asyncio.to_thread(self.store.version)  # before the rows: never miss a change
+        # only ids the store had before this read can have been unregistered elsewhere; one not
+        # in it yet may be a registration of this front door still uploading its package
+        published = set(self.store.generations)
         rows = await asyncio.to_thread(self.store.load_all)
         self._seen = version
         current = {}
@@ -149,7 +152,8 @@ class ClusterRegistry(Registry):
                 # registered anew through another front door: the next request opens the new one
                 entry.record = record
                 await self._drop(entry, State.REGISTERED)
-        for model_id in [m for m in self._entries if m not in current]:
+        for model_id in [m for m in self._entries if m not in current and m in published]:
+            self.store.generations.pop(model_id, None)
             entry = self._entries.pop(model_id)  # unregistered through another front door
             entry.removed = True
             asyncio.get_running_loop().create_task(self._drop(entry, State.UNLOADED))

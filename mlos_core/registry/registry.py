@@ -70,6 +70,7 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     "target_ongoing_requests": (float, 0.001),
     "upscale_delay_s": (float, 0),
     "downscale_delay_s": (float, 0),
+    "look_back_period_s": (float, 0.1),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
