@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import socket
 from collections import Counter
 from typing import Any
 
@@ -30,7 +31,7 @@ import ray
 from ray import serve
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..errors import ModelUnavailable
 from ..registry.registry import ModelEntry
 from .registry import ClusterRegistry, StoreClient
@@ -74,6 +75,7 @@ class FrontDoor:
 
     def _connect(self) -> None:
         s = self.settings
+        _check_reachable(s.ray_address)
         ray.init(address=s.ray_address, namespace=s.ray_namespace, logging_level=logging.WARNING,
                  log_to_driver=s.log_level == "debug", configure_logging=False)
         serve.start(proxy_location="Disabled")  # this server is the HTTP front door
@@ -150,6 +152,19 @@ class FrontDoor:
             models[model]["answers"].setdefault(replica, {"node": node, "answers": 0})["answers"] += n
         return {"ray_address": self.settings.ray_address, "namespace": self.settings.ray_namespace,
                 "applications": apps, "models": models}
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once on a head that does not answer (Ray's own connect retries for minutes)."""
+    if address == "auto" or address.startswith("ray://"):
+        return  # Ray resolves these itself, and says so when it finds nothing
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"ray_address must be 'auto' or the head's HOST:PORT, not {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise ConnectionError(f"no Ray cluster answers at {address}: {e.strerror or e}") from None
 
 
 def _apps() -> dict:
