@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-cluster kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -115,6 +115,15 @@ bench-oip: setup
 	$(PY) -m pytest benchmarks/test_oip.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/oip-benchmark.json -q
 	$(PY) -m benchmarks.report_oip $(BENCH_DIR)/oip.json
+
+# The cluster path (benchmarks/test_cluster.py): a Ray cluster of a head and two worker nodes
+# started by the benchmark itself on this machine; a compute-bound ONNX model with 1 vs 2
+# replicas (and the single-process server), and the front door's overhead at one client.
+bench-cluster: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_cluster.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/cluster.json -q
+	$(PY) -m benchmarks.report_cluster $(BENCH_DIR)/cluster.json
 
 kmod:
 	$(MAKE) -C kmod build

@@ -11,8 +11,9 @@ Deployments (Ray Serve applications, each of one ``ModelReplica`` deployment):
 - ``mlos-models``: shared by every model registered without replica options; multiplexed, and
   autoscaled within the front door's ``cluster.min_replicas..max_replicas``;
 - ``mlos-m-<digest of the id>``: a model registered with any of ``min_replicas``,
-  ``max_replicas``, ``target_ongoing_requests``, ``upscale_delay_s``, ``downscale_delay_s`` or
-  ``look_back_period_s`` in its options gets a deployment of its own, autoscaled by those.
+  ``max_replicas``, ``target_ongoing_requests``, ``upscale_delay_s``, ``downscale_delay_s``,
+  ``look_back_period_s`` or ``max_ongoing_requests`` in its options gets a deployment of its
+  own, autoscaled by those.
 
 The first front door that needs a deployment deploys it with its own settings; the others find
 it running. Deployments outlive front doors (Ray Serve's controller owns them).
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 
 SHARED_APP = "mlos-models"
 DEPLOYMENT = "ModelReplica"
-AUTOSCALING_OPTIONS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
-                       "downscale_delay_s", "look_back_period_s")
+DEPLOYMENT_OPTIONS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s",
+                      "downscale_delay_s", "look_back_period_s", "max_ongoing_requests")
 # What a replica's own registry takes from the front door's settings.
 REPLICA_SETTINGS = ("memory_budget_mb", "keep_alive", "max_queue", "max_batch_size", "max_batch_delay_us",
                     "instances", "intra_op_threads", "inter_op_threads", "inference_priority", "log_level")
@@ -53,7 +54,7 @@ HEAD_RESOURCE = "node:__internal_head__"
 
 
 def app_for(model_id: str, options: dict) -> str:
-    if any(k in options for k in AUTOSCALING_OPTIONS):
+    if any(k in options for k in DEPLOYMENT_OPTIONS):
         return "mlos-m-" + hashlib.sha256(model_id.encode()).hexdigest()[:12]
     return SHARED_APP
 
@@ -139,8 +140,11 @@ class FrontDoor:
             "namespace": s.ray_namespace,
             "models_per_replica": s.cluster_models_per_replica if app == SHARED_APP else 1,
         }
+        # no per-request access log line in the replicas: the front door's metrics count requests
+        logging = {"enable_access_log": s.log_level == "debug", "log_level": s.log_level.upper()}
         return serve.deployment(ModelReplica, name=DEPLOYMENT).options(
-            autoscaling_config=autoscaling, max_ongoing_requests=s.cluster_max_ongoing_requests,
+            autoscaling_config=autoscaling, logging_config=logging,
+            max_ongoing_requests=options.get("max_ongoing_requests", s.cluster_max_ongoing_requests),
             ray_actor_options=actor_options).bind(config)
 
     # ---- what it tells ------------------------------------------------------------------------

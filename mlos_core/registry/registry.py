@@ -71,6 +71,7 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     "upscale_delay_s": (float, 0),
     "downscale_delay_s": (float, 0),
     "look_back_period_s": (float, 0.1),
+    "max_ongoing_requests": (int, 1),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
