@@ -14,6 +14,7 @@ happen before anything crosses the network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from typing import Any, AsyncIterator, Callable
@@ -90,17 +91,24 @@ class ClusterRunner:
             self._in_flight += 1
             gen = self.handle.options(stream=True).stream.remote(generate, priority)
             try:
-                async for kind, item in _watch(gen, disconnected):
-                    if kind == "chunk":
-                        started = True
-                        yield item
-                    elif kind == "done":
-                        self._count(item)
-                        yield self._execution(item)
-                        return
-                    else:
-                        raise error_from_wire(item)
-                return  # the client left: the generator was cancelled
+                async with contextlib.aclosing(_watch(gen, disconnected)) as items:
+                    async for kind, item in items:
+                        if kind == "chunk":
+                            started = True
+                            yield item
+                        elif kind == "done":
+                            self._count(item)
+                            yield self._execution(item)
+                            return
+                        else:
+                            raise error_from_wire(item)
+                if not disconnected():
+                    raise ReplicaLost(f"model {self.model_id}: the replica's stream ended before its "
+                                      "generation did", model_id=self.model_id, retry_after=1)
+                # the client left: the replica's generation is cancelled below, as a local one
+                # stops at its next token; what ran is not timed
+                yield Execution(None, 0, 0, 1)
+                return
             except LOST as e:
                 if started or attempt == 2:
                     raise self._lost(e, "after it had started streaming" if started else "twice") from None
