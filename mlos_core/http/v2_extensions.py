@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..dataplane import DataPlane
 from ..errors import BadRequest
-from ..registry.registry import instances_for
+from ..registry.loading import instances_for
 from ..tensors import v2_datatype
 from .common import json_response, read_json, require_object
 from .v2_params import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVELS

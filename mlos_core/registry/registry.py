@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve
 from ..thread_priority import ThreadPriority
+from .loading import estimate_bytes, framework_of, instances_for, load_model
 from .store import ModelRecord, RegistryStore
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,10 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     # the task served (e.g. feature-extraction, text-generation), and a Jinja chat template
     "task": (str, 0),
     "chat_template": (str, 0),
-    # on a Ray cluster (mlos_core.cluster): the model gets a deployment of its own, autoscaled
-    # within these bounds; a single server records them and serves as always
-    "min_replicas": (int, 0),
-    "max_replicas": (int, 1),
-    "target_ongoing_requests": (float, 0.001),
-    "upscale_delay_s": (float, 0),
-    "downscale_delay_s": (float, 0),
-    "look_back_period_s": (float, 0.1),
+    # on a Ray cluster (mlos_core.cluster): a deployment of the model's own, scaled by these; a
+    # single server records them and serves as always
+    "min_replicas": (int, 0), "max_replicas": (int, 1), "target_ongoing_requests": (float, 0.001),
+    "upscale_delay_s": (float, 0), "downscale_delay_s": (float, 0), "look_back_period_s": (float, 0.1),
     "max_ongoing_requests": (int, 1),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
@@ -253,8 +249,7 @@ class Registry:
             return self.lookup(name, version)
 
     async def _refresh(self) -> bool:
-        """Adopt registrations made through another server sharing the store; True if it can.
-        A local registry is the only writer of its store: nothing to adopt."""
+        """Adopt registrations made through another server sharing the store (none locally)."""
         return False
 
     def entries(self) -> list[ModelEntry]:
@@ -291,7 +286,7 @@ class Registry:
             record = ModelRecord(
                 id=spec.model_id, path=path, format=source.format, plugin_id=plugin.id,
                 name=spec.name or spec.model_id.split("@")[0].rsplit("/", 1)[-1],
-                description=spec.description, framework=spec.framework or _framework(source),
+                description=spec.description, framework=spec.framework or framework_of(source),
                 execution_format=spec.execution_format or source.format,
                 manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
                 options=spec.options,
@@ -383,10 +378,10 @@ class Registry:
         loop = asyncio.get_running_loop()
         if self.settings.memory_budget_mb > 0:
             async with self._budget_lock:
-                await self._make_room(entry, _estimate_bytes(source))
-                model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+                await self._make_room(entry, estimate_bytes(source))
+                model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
         else:
-            model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+            model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
         hook = self.metrics.execution_hook(entry.id) if self.metrics else None
         scheduler = ModelScheduler(
             model, self.executor,
@@ -503,46 +498,3 @@ class Registry:
             entry.last_used = time.monotonic()
             if entry.pending == 0:
                 entry.idle.set()
-
-
-def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
-    """The plugin loads the format; the task layer (tokenizer, pooling, labels, decoding) is
-    attached from the model's directory when the model has no task-level entry points itself."""
-    model = plugin.load(source, options)
-    if not model.tasks:
-        from ..tasks import attach
-
-        folder = source.package_dir or (source.model_path if source.model_path.is_dir() else source.model_path.parent)
-        try:
-            model = attach(model, folder, options.task, chat_template=options.chat_template)
-        except UnprocessableModel as e:
-            if not options.task_from_manifest:
-                raise
-            log.warning("%s: the manifest's task %r does not fit (%s); serving what the directory implies",
-                        folder, options.task, e.message)
-            model = attach(model, folder, None, chat_template=options.chat_template)
-    return model
-
-
-def instances_for(configured: int, model: Model) -> int:
-    """0 means automatic: a batching model keeps one execution busy with whole batches; a model
-    that cannot batch runs two requests at once, so the next one is already in the runtime
-    while the event loop hands the last answer back (measured: benchmarks/, README)."""
-    wanted = configured or (1 if model.metadata.batchable else min(2, os.cpu_count() or 1))
-    return min(wanted, model.max_concurrency) if model.max_concurrency else wanted
-
-
-def _estimate_bytes(source: ModelSource) -> int:
-    p = source.model_path
-    if p.is_file():
-        total = p.stat().st_size
-        for sib in p.parent.glob(p.name + "*"):
-            if sib != p and sib.name.endswith(("_data", ".data")):
-                total += sib.stat().st_size
-        return total
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
-def _framework(source: ModelSource) -> str:
-    fw = ((source.manifest or {}).get("spec") or {}).get("framework") or {}
-    return str(fw.get("name") or {"onnx": "ONNX", "gguf": "GGUF", "safetensors": "SafeTensors"}[source.format])
