@@ -57,12 +57,17 @@ class _NoStore:
 
 
 class _Held:
-    """What the multiplexer caches for a model; its eviction unregisters the local copy."""
+    """What the multiplexer caches for a model; its eviction unregisters the local copy.
+
+    Ray Serve awaits a cached model's ``__del__`` when its LRU lets it go. It is set on the
+    instance, not the class, so that the garbage collector (which looks on the class) never
+    calls a coroutine function as a finaliser."""
 
     def __init__(self, registry: Registry, model_id: str, path: str):
         self.registry, self.model_id, self.path = registry, model_id, path
+        self.__del__ = self.release
 
-    async def __del__(self):
+    async def release(self) -> None:
         try:
             entry = self.registry.lookup(self.model_id)
         except ModelNotFound:
