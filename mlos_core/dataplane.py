@@ -8,14 +8,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import __version__
-from .errors import BadRequest, InvalidTensor, MLOSError
-from .metrics import Metrics
+from .errors import InvalidTensor, MLOSError
 from .execution import Generate
+from .metrics import Metrics
 from .registry import ModelEntry, Registry, RegisterSpec
 from .scheduler import Execution
 from .smi import GenerationChunk, Model, ModelMetadata

@@ -67,7 +67,6 @@ class FrontDoor:
         self.answers: Counter = Counter()  # (model, replica, node) -> answers
         self.retries: Counter = Counter()  # model -> requests retried after a replica was lost
         self._deploying: dict[str, asyncio.Lock] = {}
-        self._ready_apps: set[str] = set()
         metrics.registry.register(_ClusterCollector(self))
 
     # ---- connection ---------------------------------------------------------------------------
@@ -103,21 +102,25 @@ class FrontDoor:
         if generation is None:
             raise ModelUnavailable(f"model {entry.id} is not in the cluster store", model_id=entry.id)
         app = app_for(entry.id, entry.record.options)
-        if app not in self._ready_apps:
-            lock = self._deploying.setdefault(app, asyncio.Lock())
-            async with lock:
-                if app not in self._ready_apps:
-                    await asyncio.to_thread(self._deploy, app, entry.record.options)
-                    self._ready_apps.add(app)
-        handle = serve.get_app_handle(app)
+        async with self._deploying.setdefault(app, asyncio.Lock()):
+            handle = await asyncio.to_thread(self._deployed, app, entry.record.options)
         return ClusterRunner(handle, entry.id, model_key(entry.id, generation), self.answers, self.retries)
 
-    def _deploy(self, app: str, options: dict) -> None:
+    def _deployed(self, app: str, options: dict):
+        """A handle to ``app``, deployed first if it is not running (checked at every model open,
+        which is rare: another front door may have deleted it)."""
         found = serve.status().applications.get(app)
-        if found is not None and found.status in ("RUNNING", "DEPLOYING"):
-            return
-        log.info("deploying %s on the cluster", app)
-        serve.run(self.deployment(app, options), name=app, route_prefix=None)
+        if found is None or found.status not in ("RUNNING", "DEPLOYING"):
+            log.info("deploying %s on the cluster", app)
+            serve.run(self.deployment(app, options), name=app, route_prefix=None)
+        return serve.get_app_handle(app)
+
+    async def delete_app(self, model_id: str, options: dict) -> None:
+        """A model's own deployment goes with it; the shared one stays."""
+        app = app_for(model_id, options)
+        if app != SHARED_APP:
+            async with self._deploying.setdefault(app, asyncio.Lock()):
+                await asyncio.to_thread(serve.delete, app, False)
 
     def deployment(self, app: str, options: dict):
         """The Ray Serve application for ``app``: bounds from the model's options or the settings."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import ray
 import ray.exceptions
 
-from ..errors import Conflict, ModelUnavailable, UnprocessableModel
+from ..errors import Conflict, ModelNotFound, ModelUnavailable, UnprocessableModel
 from ..registry import Registry, State
 from ..registry.registry import ModelEntry
 from ..registry.store import ModelRecord
@@ -119,11 +119,27 @@ class ClusterRegistry(Registry):
                 await self._follower
         await super().close()
 
+    async def unregister(self, model_id: str, *args, **kwargs) -> ModelEntry:
+        entry = await super().unregister(model_id, *args, **kwargs)
+        await self.door.delete_app(model_id, entry.record.options)
+        return entry
+
     async def _open(self, entry: ModelEntry):
-        """Open a model on the replicas: one of them loads it and describes it."""
-        runner = await self.door.runner_for(entry, self.store.generations.get(entry.id))
-        model = await runner.describe()
-        return None, model, runner
+        """Open a model on the replicas: one of them loads it and describes it. A replica that
+        finds another registration under the id (registered anew through another front door)
+        sends this front door back to the store once."""
+        for attempt in (1, 2):
+            runner = await self.door.runner_for(entry, self.store.generations.get(entry.id))
+            try:
+                return None, await runner.describe(), runner
+            except ModelNotFound:
+                await self._refresh()
+                if entry.removed:
+                    raise
+                if attempt == 2:
+                    raise ModelUnavailable(f"model {entry.id} changed in the cluster while it was opened; "
+                                           "send the request again", model_id=entry.id, retry_after=1) from None
+        raise AssertionError("unreachable")
 
     async def _follow(self) -> None:
         while True:

@@ -23,8 +23,8 @@ from typing import Any, AsyncIterator
 
 from ..config import Settings
 from ..errors import BadRequest, Conflict, MLOSError, ModelNotFound, ModelUnavailable, QueueFull, UnprocessableModel
-from ..plugins import plugin_for
 from ..execution import LocalRunner, ModelRunner
+from ..plugins import plugin_for
 from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve

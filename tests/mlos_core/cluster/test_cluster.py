@@ -59,8 +59,8 @@ def wait_for(predicate, timeout: float, what: str, period: float = 0.5):
 
 
 def test_the_three_apis_through_the_front_door(ray_cluster, door_a, models):
-    from openai import OpenAI
     import tritonclient.http as httpclient
+    from openai import OpenAI
 
     from tests.hub.repos import gemma_gguf
 
@@ -234,6 +234,10 @@ def test_replicas_scale_up_under_load_and_back_down(door_a, models):
     wait_for(lambda: replicas(door_a, app) == 1, 120, "back to one replica once idle")
     status, out = infer(door_a, SCALED, x)
     assert status == 200
+    # the model's own deployment goes when the model is unregistered
+    assert door_a.call("DELETE", f"/v1/models/{path_of(SCALED)}")[0] == 200
+    wait_for(lambda: app not in door_a.call("GET", "/status")[2]["cluster"]["applications"], 60,
+             "the model's deployment deleted")
 
 
 def test_a_worker_node_removed_mid_load(ray_cluster, door_a, door_b, models):

@@ -9,7 +9,7 @@ import pytest
 
 from mlos_core.errors import ModelNotFound
 from mlos_core.metrics import Metrics
-from mlos_core.registry import Registry, RegisterSpec, State
+from mlos_core.registry import RegisterSpec, Registry, State
 
 from ... import onnx_models
 from ...conftest import make_settings
