@@ -5,6 +5,7 @@ statistics that ``/stats`` and ``/metrics`` report.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -13,12 +14,13 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import InvalidTensor, MLOSError
+from .errors import InvalidTensor, MLOSError, ModelNotFound
 from .execution import Generate
 from .metrics import Metrics
-from .registry import ModelEntry, Registry, RegisterSpec
+from .model_roots import ModelRoots
+from .registry import ModelEntry, Registry, RegisterSpec, validate_model_id
 from .scheduler import Execution
-from .smi import GenerationChunk, Model, ModelMetadata
+from .smi import GenerationChunk, ModelMetadata
 from .tensors import validate_inputs
 
 Decoder = Callable[[ModelMetadata], Mapping[str, np.ndarray]]
@@ -57,6 +59,7 @@ class DataPlane:
         self.by_api: dict[str, int] = {}
         self.zerocopy = None  # the local zero-copy server, when it runs (mlos_core.zerocopy)
         self.cluster = None  # the Ray cluster front door, with --ray-address (mlos_core.cluster)
+        self.roots = ModelRoots.from_settings(registry.settings)
 
     async def infer(
         self,
@@ -92,15 +95,18 @@ class DataPlane:
         return InferResult(model_id, ex.outputs, done.queue_us, done.compute_us, done.total_us, ex.batch_size)
 
     # ---- task level ---------------------------------------------------------------------------
-    async def run_task(self, name: str, call: Callable[[Model], Any], *, api: str, priority: int = 0) -> TaskResult:
+    async def run_task(self, name: str, call: Callable[..., Any], *, api: str, priority: int = 0,
+                       cancellable: bool = False, disconnected: Callable[[], bool] = lambda: False) -> TaskResult:
         """Run one task-level call (embed, classify...) in the model's turn; pre- and
-        post-processing run inside it and count in its time."""
+        post-processing run inside it and count in its time. A ``cancellable`` call (a generation)
+        is called as ``call(model, cancelled)`` and must poll ``cancelled()``: true once its client
+        left or its model is being unloaded past the drain timeout."""
         start = self._begin(api)
         model_id = ""
         try:
             model_id = (await self.registry.find(name)).id
             async with self.registry.use(name) as entry:
-                ex = await entry.runner.call(call, priority)
+                ex = await entry.runner.call(call, priority, cancellable, disconnected)
         except MLOSError as e:
             self._failed(model_id, e)
             raise
@@ -159,7 +165,25 @@ class DataPlane:
         async with self.registry.use(name, version) as entry:
             return entry, entry.model.metadata
 
+    def admit(self, name: str, version: str | None = None, *, api: str) -> None:
+        """Refuse a request the model's queue cannot take, before its body is read or parsed
+        (counted as a failed request of ``api``, as it would be after parsing)."""
+        model_id = ""
+        try:
+            entry = self.registry.lookup(name, version)
+            model_id = entry.id
+            self.registry.check_queue(entry)
+        except MLOSError as e:
+            if isinstance(e, ModelNotFound) and self.registry.shared_store:
+                return  # maybe registered through another front door: the request's own lookup tells
+            self._begin(api)
+            self._failed(model_id, e)
+            raise
+
     async def register(self, spec: RegisterSpec) -> tuple[ModelEntry, bool]:
+        """A client's registration: its path must lie under the model roots (``mlos_core.model_roots``)."""
+        validate_model_id(spec.model_id)
+        spec.path = await asyncio.to_thread(self.roots.check, spec.path)
         return await self.registry.register(spec)
 
     def stats(self) -> dict:

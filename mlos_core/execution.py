@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Protocol, Se
 
 import numpy as np
 
-from .errors import BadRequest
+from .errors import BadRequest, InvalidTensor
 from .scheduler import Execution, ModelScheduler
 from .smi import GenerationChunk, Model, TaskUnsupported
 
@@ -41,7 +41,8 @@ class ModelRunner(Protocol):
     async def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
                     priority: int = 0, timeout_s: float | None = None) -> Execution: ...
 
-    async def call(self, fn: Callable[[Model], Any], priority: int = 0) -> Execution: ...
+    async def call(self, fn: Callable[..., Any], priority: int = 0, cancellable: bool = False,
+                   disconnected: Callable[[], bool] = lambda: False) -> Execution: ...
 
     def stream(self, generate: Generate, priority: int = 0,
                disconnected: Callable[[], bool] = lambda: False) -> AsyncIterator[GenerationChunk | Execution]: ...
@@ -50,12 +51,15 @@ class ModelRunner(Protocol):
 
 
 class LocalRunner:
-    """Runs a model in this process, through its ``ModelScheduler``."""
+    """Runs a model in this process, through its ``ModelScheduler``. ``cancel`` is set when an
+    unload's drain timeout passes: running generations stop at their next token."""
 
-    def __init__(self, model_id: str, model: Model, scheduler: ModelScheduler):
+    def __init__(self, model_id: str, model: Model, scheduler: ModelScheduler, decision=None):
         self.model_id = model_id
         self.model = model
         self.scheduler = scheduler
+        self.decision = decision  # the batching decision made at load (mlos_core.batch_probe)
+        self.cancel = threading.Event()
 
     @property
     def batching(self) -> bool:
@@ -70,12 +74,18 @@ class LocalRunner:
         return self.scheduler.running
 
     async def infer(self, inputs, outputs=None, priority=0, timeout_s=None) -> Execution:
+        self._check_rows(inputs)
         return await self.scheduler.submit(inputs, outputs, priority, timeout_s)
 
-    async def call(self, fn: Callable[[Model], Any], priority: int = 0) -> Execution:
-        """Run ``fn(model)`` in the model's turn; pre- and post-processing count in its time."""
+    async def call(self, fn: Callable[..., Any], priority: int = 0, cancellable: bool = False,
+                   disconnected: Callable[[], bool] = lambda: False) -> Execution:
+        """Run ``fn(model)`` in the model's turn; pre- and post-processing count in its time. A
+        ``cancellable`` call (a generation) is called as ``fn(model, cancelled)`` and polls it."""
         self._servable()
-        return await self.scheduler.submit_call(self._guard(lambda: fn(self.model)), priority)
+        cancel = self.cancel
+        run = ((lambda: fn(self.model, lambda: cancel.is_set() or disconnected())) if cancellable
+               else (lambda: fn(self.model)))
+        return await self.scheduler.submit_call(self._guard(run), priority)
 
     async def stream(self, generate: Generate, priority: int = 0,
                      disconnected: Callable[[], bool] = lambda: False) -> AsyncIterator[GenerationChunk | Execution]:
@@ -88,7 +98,7 @@ class LocalRunner:
         end = object()
 
         def cancelled() -> bool:
-            return stop.is_set() or disconnected()
+            return stop.is_set() or disconnected() or self.cancel.is_set()
 
         def job():
             try:
@@ -120,6 +130,17 @@ class LocalRunner:
 
     async def close(self) -> None:
         await self.scheduler.close()
+
+    def _check_rows(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """A batching model takes at most ``max_batch_size`` rows a request, as Triton enforces it."""
+        sched = self.scheduler
+        if not sched.batching:
+            return
+        for name, arr in inputs.items():
+            if arr.ndim and arr.shape[0] > sched.max_rows:
+                raise InvalidTensor(f"inference request batch-size must be <= {sched.max_rows} for '{self.model_id}': "
+                                    f"input {name!r} has {arr.shape[0]} rows (the model's max_batch_size)",
+                                    model_id=self.model_id)
 
     def _servable(self) -> None:
         reason = self.model.metadata.properties.get("unservable")

@@ -96,6 +96,8 @@ class StoreClient:
 
 
 class ClusterRegistry(Registry):
+    shared_store = True
+
     def __init__(self, settings, metrics, door: "FrontDoor", sync_interval: float = 0.5):
         self.door = door
         self.sync_interval = sync_interval

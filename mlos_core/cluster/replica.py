@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +82,12 @@ class ModelReplica:
     async def __init__(self, config: dict):
         node_dir = Path(os.environ.get(NODE_DIR_ENV) or config["node_dir"]).expanduser()
         self.node_dir = node_dir
+        replica_id = serve.get_replica_context().replica_id.unique_id
+        # a data dir is held by one server: each replica has its own (package copies are the node's)
+        self.data_dir = node_dir / "replicas" / replica_id
         settings = load_settings(None, {
             **config["settings"],
-            "data_dir": str(node_dir / "data"),
+            "data_dir": str(self.data_dir),
             "models_dir": str(node_dir / "no-model-repository"),
             "http_enabled": False, "ipc_enabled": False, "zerocopy": False, "load_on_register": True,
             "load_on_start": "lazy", "demo": False,
@@ -91,7 +96,7 @@ class ModelReplica:
         self.registry = Registry(settings, metrics, store=_NoStore())
         self.plane = DataPlane(self.registry, metrics)
         self.store = ray.get_actor(STORE_NAME, namespace=config["namespace"])
-        self.where = {"replica": serve.get_replica_context().replica_id.unique_id,
+        self.where = {"replica": replica_id,
                       "node": ray.get_runtime_context().get_node_id()}
         self._models_lock = asyncio.Lock()
 
@@ -156,14 +161,18 @@ class ModelReplica:
         except MLOSError as e:
             return {"ok": False, "error": error_to_wire(e)}
 
-    async def call(self, fn, priority: int) -> dict:
+    async def call(self, fn, priority: int, cancellable: bool = False) -> dict:
+        left = threading.Event()  # the front door cancelled this request: its client went away
         try:
             model_id = await self._model_id()
             async with self.registry.use(model_id) as entry:
-                ex = await entry.runner.call(fn, priority)
+                ex = await entry.runner.call(fn, priority, cancellable, left.is_set)
             return self._answer(ex, ex.outputs)
         except MLOSError as e:
             return {"ok": False, "error": error_to_wire(e)}
+        except asyncio.CancelledError:
+            left.set()
+            raise
 
     async def stream(self, generate, priority: int):
         """Chunks as ``("chunk", GenerationChunk)``, then ``("done", timings)`` or ``("error", ...)``.
@@ -190,3 +199,4 @@ class ModelReplica:
 
     async def __del__(self):
         await self.registry.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)

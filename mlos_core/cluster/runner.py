@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import Counter
 from typing import Any, AsyncIterator, Callable
 
@@ -24,7 +25,7 @@ import ray.exceptions
 from ..errors import ReplicaLost
 from ..execution import Generate
 from ..scheduler import Execution
-from ..smi import GenerationChunk, Model, ModelMetadata
+from ..smi import GenerationChunk, Model, ModelMetadata  # noqa: F401
 from .wire import error_from_wire
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ClusterRunner:
         self.retries = retries  # model -> requests retried
         self._batching = False
         self._in_flight = 0
+        self.cancel = threading.Event()  # set when an unload's drain timeout passes: streams stop
 
     @property
     def batching(self) -> bool:
@@ -81,11 +83,15 @@ class ClusterRunner:
         return self._execution(await self._unary("infer", dict(inputs), list(outputs) if outputs else None,
                                                  priority, timeout_s))
 
-    async def call(self, fn: Callable[[Model], Any], priority: int = 0) -> Execution:
-        return self._execution(await self._unary("call", fn, priority))
+    async def call(self, fn: Callable[..., Any], priority: int = 0, cancellable: bool = False,
+                   disconnected: Callable[[], bool] = lambda: False) -> Execution:
+        """A client leaving cancels the request, and with it a cancellable call on its replica."""
+        return self._execution(await self._unary("call", fn, priority, cancellable))
 
     async def stream(self, generate: Generate, priority: int = 0,
                      disconnected: Callable[[], bool] = lambda: False) -> AsyncIterator[GenerationChunk | Execution]:
+        left = disconnected
+        disconnected = lambda: left() or self.cancel.is_set()  # noqa: E731
         for attempt in (1, 2):
             started = False
             self._in_flight += 1
