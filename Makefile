@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(PY):
 # to serve them, so it is installed without them. llama-cpp-python compiles llama.cpp for a
 # generic x86-64 (GGML_NATIVE=OFF) so the wheel pip caches runs on any machine of this kind.
 $(STAMP): pyproject.toml | $(PY)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,ray]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 
@@ -141,6 +141,14 @@ bench-grpc: setup $(PYTRITON_PY)
 	$(PY) -m pytest benchmarks/test_grpc.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/grpc-benchmark.json -q
 	$(PY) -m benchmarks.report_grpc $(BENCH_DIR)/grpc.json
+# The cluster path (benchmarks/test_cluster.py): a Ray cluster of a head and two worker nodes
+# started by the benchmark itself on this machine; a compute-bound ONNX model with 1 vs 2
+# replicas (and the single-process server), and the front door's overhead at one client.
+bench-cluster: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_cluster.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/cluster.json -q
+	$(PY) -m benchmarks.report_cluster $(BENCH_DIR)/cluster.json
 
 kmod:
 	$(MAKE) -C kmod build

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import ConfigError, load_settings
+from .errors import MLOSError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-client-shm", nargs="?", const="true", choices=("auto", "true", "false"),
                    help="let clients register system shared memory (default auto: only while bound to loopback)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
+    p.add_argument("--ray-address", help="serve on a Ray cluster: 'auto' or the head's HOST:PORT "
+                   "(pip install .[ray]; docs/scaling-out.md)")
+    p.add_argument("--register", action="append", type=_model_at, metavar="ID=PATH", default=[],
+                   help="register (and load) this model at start; the server exits if it cannot "
+                        "(repeatable; how a KServe ServingRuntime names /mnt/models: docs/kserve.md)")
     p.add_argument("--demo", action="store_const", const=True,
                    help="register the three demo models at start: Silero VAD (ONNX), all-MiniLM-L6-v2 (SafeTensors, "
                         "converted to ONNX once) and Gemma 3 270M (GGUF)")
@@ -73,13 +79,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(settings) -> None:
+def _model_at(value: str) -> tuple[str, str]:
+    model_id, sep, path = value.partition("=")
+    if not sep or not model_id or not path:
+        raise argparse.ArgumentTypeError(f"expected ID=PATH (e.g. my-model=/mnt/models), not {value!r}")
+    return model_id, path
+
+
+async def _serve(settings, register: list[tuple[str, str]]) -> None:
     from .demo import register_demo
     from .http.app import FRONT_DOORS, create_app
     from .http.site import CappedTCPSite, quiet_protocol_errors
+    from .registry import RegisterSpec
+
+    async def on_started(plane) -> None:
+        for model_id, path in register:  # an error here stops the server: it names the model
+            await plane.register(RegisterSpec(model_id, path))
+        if settings.demo:
+            await register_demo(plane)
 
     quiet_protocol_errors()
-    app = create_app(settings, on_started=register_demo if settings.demo else None)
+    app = create_app(settings, on_started=on_started)
     # keepalive_timeout also closes a connection that never completes its first request
     # (aiohttp arms it when the connection opens): the idle and half-sent bound
     runner = web.AppRunner(app, access_log=None, handle_signals=True, keepalive_timeout=settings.idle_timeout)
@@ -109,7 +129,7 @@ async def _serve(settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "register") and v is not None}
     try:
         settings = load_settings(args.config, overrides)
     except ConfigError as e:
@@ -123,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, args.register))
     except ConfigError as e:
         print(f"mlos-core: {e}", file=sys.stderr)
         return 2
+    except MLOSError as e:
+        print(f"mlos-core: cannot start: {e.message}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"mlos-core: cannot serve: {e}", file=sys.stderr)
         return 1

@@ -91,6 +91,13 @@ class ModelUnavailable(MLOSError):
     code = "model_unavailable"
 
 
+class ReplicaLost(MLOSError):
+    """On a cluster: the replica serving the request went away before answering it."""
+
+    status = 503
+    code = "replica_lost"
+
+
 class ModelNotReady(MLOSError):
     """The model is registered but a client unloaded it: it serves again only once loaded
     explicitly. Retrying unchanged cannot help, so not a 503 (Triton answers 400 as well)."""

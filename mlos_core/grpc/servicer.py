@@ -94,7 +94,7 @@ class InferenceServicer:
 
     @_unary
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=not repository.loading_models(self.plane))
+        return pb.ServerReadyResponse(ready=self.plane.readiness()["ready"])
 
     @_unary
     async def ModelReady(self, request, context):

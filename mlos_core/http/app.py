@@ -54,8 +54,16 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     holder: dict = {}
     metrics = Metrics(lambda: holder["plane"].model_rows() if "plane" in holder else [],
                       lambda: holder["plane"].zerocopy.backend["mode"] if holder.get("plane") and holder["plane"].zerocopy else "off")
-    registry = Registry(settings, metrics)
+    cluster = None
+    if settings.ray_address:
+        from ..cluster.frontdoor import FrontDoor  # Ray is imported only on this path
+
+        cluster = FrontDoor(settings, metrics)
+        registry = cluster.registry
+    else:
+        registry = Registry(settings, metrics)
     plane = DataPlane(registry, metrics)
+    plane.cluster = cluster
     holder["plane"] = plane
     app[PLANE] = plane
     doors = app[FRONT_DOORS] = FrontDoors()
@@ -86,6 +94,8 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
 
             doors.grpc = GrpcServer(plane, regions, settings, keys, admission)
             doors.grpc.bind()  # a port in use stops the start before anything else began
+        if cluster is not None:
+            await cluster.start()
         await registry.start()
         if settings.zerocopy:
             zc = ZeroCopyServer(plane, socket_path=settings.shim_socket)
@@ -104,6 +114,8 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
         if plane.zerocopy is not None:
             await plane.zerocopy.close()
         await registry.close()
+        if cluster is not None:
+            await cluster.close()
         regions.close()  # after the models: no request can still be reading a region
         await asyncio.to_thread(parser.close)
 

@@ -64,6 +64,7 @@ class OpsApi:
             "models": rows,
             "memory": {"models_bytes": registry.used_bytes(), "budget_bytes": budget or None, "process_rss_bytes": rss},
             "kernel": self._kernel(),
+            **({"cluster": await self.plane.cluster.status()} if self.plane.cluster is not None else {}),
         })
 
     def _kernel(self) -> dict:

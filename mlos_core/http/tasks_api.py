@@ -77,7 +77,7 @@ def _task_for(body: dict, model_tasks: frozenset[str]) -> str:
 async def run(plane: DataPlane, model_name: str, body: dict,
               disconnected: Callable[[], bool] = lambda: False) -> tuple[str, dict, object]:
     """Returns (task, outputs, TaskResult). A generation stops early once ``disconnected()``."""
-    entry = plane.registry.lookup(model_name)
+    entry = await plane.registry.find(model_name)
     if entry.model is None:  # the task depends on what the model serves: load it first
         await plane.registry.ensure_loaded(entry)
     task = _task_for(body, entry.model.tasks if entry.model else frozenset())

@@ -48,9 +48,8 @@ class V2Api:
         return json_response({"live": True})
 
     async def ready(self, request: web.Request) -> web.Response:
-        loading = repository.loading_models(self.plane)
-        return json_response({"ready": not loading, **({"loading": loading} if loading else {})},
-                             status=503 if loading else 200)
+        state = self.plane.readiness()
+        return json_response(state, status=200 if state["ready"] else 503)
 
     async def model_ready(self, request: web.Request) -> web.Response:
         ok, answer = repository.model_ready(self.plane, request.match_info["name"], request.match_info.get("version"))

@@ -46,7 +46,7 @@ def model_config(entry: ModelEntry, settings: Settings, name: str) -> dict:
     """The configuration of a loaded model, named as the client wrote it."""
     meta = entry.model.metadata
     rows = entry.option("max_batch_size", settings)
-    batching = bool(entry.scheduler and entry.scheduler.batching)  # proved at load (mlos_core.batch_probe)
+    batching = bool(entry.runner and entry.runner.batching)  # proved at load (mlos_core.batch_probe)
 
     def tensor(t):
         return {"name": t.name, "data_type": config_type(t.dtype), "dims": list(t.shape[1:] if batching else t.shape)}

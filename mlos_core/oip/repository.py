@@ -32,11 +32,6 @@ def server_metadata() -> dict:
     return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
 
-def loading_models(plane: DataPlane) -> list[str]:
-    """The server is ready when no model is still loading."""
-    return [e.id for e in plane.registry.entries() if e.state == State.LOADING]
-
-
 def state_of(entry: ModelEntry) -> tuple[str, str]:
     state, reason = _STATES[entry.state]
     if entry.state == State.FAILED and entry.error:

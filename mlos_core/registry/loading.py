@@ -1,4 +1,5 @@
-"""Loading a model through its plugin, and the figures the registry needs about it."""
+"""Loading a model in this process: the plugin, then the task layer; and what the registry
+needs to know of a model file before and after (its size, its framework, how many executions)."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ import os
 from ..errors import UnprocessableModel
 from ..smi import LoadOptions, Model, ModelSource
 
-log = logging.getLogger("mlos_core.registry.registry")
+log = logging.getLogger(__name__)
 
 
 def load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:

@@ -27,6 +27,7 @@ from .. import batch_probe
 from ..config import Settings
 from ..errors import (BadRequest, Conflict, MLOSError, ModelNotFound, ModelNotReady, ModelUnavailable, QueueFull,
                       UnprocessableModel)
+from ..execution import LocalRunner, ModelRunner
 from ..plugins import plugin_for
 from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
@@ -75,6 +76,11 @@ _OPTIONS: dict[str, tuple[type, float, Any]] = {
     "chat_template": (str, 0, 100_000),
     # dynamic batching: auto (proved at load: mlos_core.batch_probe), or forced on/off
     "batching": (str, 0, ("auto", "on", "off")),
+    # on a Ray cluster (mlos_core.cluster): a deployment of the model's own, scaled by these; a
+    # single server records them and serves as always
+    "min_replicas": (int, 0, 1000), "max_replicas": (int, 1, 1000), "target_ongoing_requests": (float, 0.001, 1e6),
+    "upscale_delay_s": (float, 0, 86400), "downscale_delay_s": (float, 0, 86400),
+    "look_back_period_s": (float, 0.1, 3600), "max_ongoing_requests": (int, 1, 100_000),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
@@ -111,6 +117,8 @@ def validate_options(options: Any) -> dict[str, Any]:
                              + (f" ({_cores()} cores)" if key in ("instances", "intra_op_threads", "inter_op_threads",
                                                                   "n_threads") else ""))
         out[key] = kind(value)
+    if out.get("min_replicas", 0) > out.get("max_replicas", out.get("min_replicas", 0)):
+        raise BadRequest("option min_replicas must not exceed max_replicas")
     return out
 
 
@@ -134,7 +142,8 @@ class ModelEntry:
         self.error = error
         self.source: ModelSource | None = None
         self.model: Model | None = None
-        self.scheduler: ModelScheduler | None = None
+        self.scheduler: ModelScheduler | None = None  # this process's, when the model runs here
+        self.runner: ModelRunner | None = None  # where its requests execute (mlos_core.execution)
         self.pending = 0
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()
@@ -168,12 +177,16 @@ class ModelEntry:
 
 
 class Registry:
-    def __init__(self, settings: Settings, metrics=None):
+    shared_store = False  # true when other servers register into the same store (a cluster)
+
+    def __init__(self, settings: Settings, metrics=None, store=None):
+        """``store`` persists registrations (default: SQLite in the data dir, opened by start()
+        once the data dir is ours); a cluster front door gives its cluster-wide store."""
         self.settings = settings
         self.metrics = metrics
         self._entries: dict[str, ModelEntry] = {}
         self._data_dir = DataDir(settings.data_path)
-        self._store: RegistryStore | None = None  # opened by start(), once the data dir is ours
+        self._store = store
         self._packages = settings.data_path / "packages"
         # register and unregister change the store, then the entries; one at a time, so that what
         # is served always equals what is stored
@@ -188,6 +201,7 @@ class Registry:
                                                  initializer=self.thread_priority)
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
+        self.running = False  # between start() and close(): what readiness and health checks read
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -201,8 +215,10 @@ class Registry:
                 if entry.state == State.REGISTERED:
                     asyncio.get_running_loop().create_task(self._load_quietly(entry))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        self.running = True
 
     async def close(self) -> None:
+        self.running = False
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,6 +235,8 @@ class Registry:
 
     def _open_store(self) -> None:
         self._data_dir.open()
+        if self._store is not None:
+            return
         path = self.settings.data_path / "registry.db"
         try:
             if self.settings.reset_registry:
@@ -274,6 +292,19 @@ class Registry:
             key = f"{name}@{version}" if version else name
             raise ModelNotFound(f"model {key!r} is not registered", model_id=key, name=name, version=version)
         return entry
+
+    async def find(self, name: str, version: str | None = None) -> ModelEntry:
+        """``lookup``, after catching up with registrations made elsewhere when the name is unknown."""
+        try:
+            return self.lookup(name, version)
+        except ModelNotFound:
+            if not await self._refresh():
+                raise
+            return self.lookup(name, version)
+
+    async def _refresh(self) -> bool:
+        """Adopt registrations made through another server sharing the store (none locally)."""
+        return False
 
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
@@ -415,16 +446,7 @@ class Registry:
         previous = entry.state
         entry.state = State.LOADING
         try:
-            source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
-            plugin = plugin_for(source.format, entry.record.plugin_id)
-            options = self._load_options(entry, source)
-            loop = asyncio.get_running_loop()
-            if self.settings.memory_budget_mb > 0:
-                async with self._budget_lock:
-                    await self._make_room(entry, estimate_bytes(source))
-                    model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
-            else:
-                model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
+            source, model, runner = await self._open(entry)
         except ModelUnavailable:
             entry.state = previous if previous != State.LOADING else State.REGISTERED
             raise
@@ -440,21 +462,40 @@ class Registry:
             entry.state, entry.error = State.FAILED, f"{type(e).__name__}: {e}"[:500]
             await self._note_state(entry, entry.error)
             raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id) from None
+        entry.source = source
+        entry.model = model
+        entry.runner = runner
+        entry.scheduler = getattr(runner, "scheduler", None)
+        entry.batching = getattr(runner, "decision", None)
+        entry.cancel = runner.cancel
+        entry.error = None
+        entry.state = State.READY
+        entry.last_used = time.monotonic()
+        await self._note_state(entry)
+        log.info("loaded %s (%s, %.1f MB)", entry.id, entry.record.format, entry.memory_bytes / 1e6)
+
+    async def _open(self, entry: ModelEntry) -> tuple[ModelSource | None, Model, ModelRunner]:
+        """Load the model in this process (within the memory budget), decide its batching, give
+        it a scheduler. A ``ClusterRegistry`` opens models on replicas instead."""
+        source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
+        plugin = plugin_for(source.format, entry.record.plugin_id)
+        options = self._load_options(entry, source)
+        loop = asyncio.get_running_loop()
+        if self.settings.memory_budget_mb > 0:
+            async with self._budget_lock:
+                await self._make_room(entry, estimate_bytes(source))
+                model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
+        else:
+            model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
         max_rows = entry.option("max_batch_size", self.settings)
         try:
             batching = await loop.run_in_executor(self._load_executor, batch_probe.decide, model,
                                                   entry.record.options.get("batching", "auto"), max_rows)
-        except MLOSError as e:
+        except MLOSError:
             await loop.run_in_executor(self._load_executor, model.unload)
-            entry.state, entry.error = State.FAILED, e.message
-            await self._note_state(entry, e.message)
-            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from e
-        entry.source = source
-        entry.model = model
-        entry.batching = batching
-        entry.cancel = threading.Event()
+            raise
         hook = self.metrics.execution_hook(entry.id) if self.metrics else None
-        entry.scheduler = ModelScheduler(
+        scheduler = ModelScheduler(
             model, self.executor,
             batching=batching.enabled,
             max_batch_size=max_rows,
@@ -462,11 +503,7 @@ class Registry:
             instances=instances_for(entry.option("instances", self.settings), model),
             on_execution=hook,
         )
-        entry.error = None
-        entry.state = State.READY
-        entry.last_used = time.monotonic()
-        await self._note_state(entry)
-        log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
+        return source, model, LocalRunner(entry.id, model, scheduler, decision=batching)
 
     def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
         """Register-time options win over the package manifest's ``x-mlos`` settings."""
@@ -530,18 +567,18 @@ class Registry:
 
     def _detach(self, entry: ModelEntry, state: State):
         """Synchronously take the model away from new requests; the caller awaits the cleanup."""
-        model, scheduler = entry.model, entry.scheduler
-        entry.model = entry.scheduler = None
+        model, runner = entry.model, entry.runner
+        entry.model = entry.scheduler = entry.runner = None
         entry.state = state
-        return model, scheduler
+        return model, runner
 
     async def _unload(self, entry: ModelEntry, state: State, persist: bool = True) -> None:
         model, scheduler = self._detach(entry, state)
         await self._release(entry, model, scheduler, persist)
 
-    async def _release(self, entry, model, scheduler, persist=True) -> None:
-        if scheduler is not None:
-            await scheduler.close()
+    async def _release(self, entry, model, runner, persist=True) -> None:
+        if runner is not None:
+            await runner.close()
         if model is not None:
             await asyncio.get_running_loop().run_in_executor(self._load_executor, model.unload)
         if persist and not entry.removed:
@@ -593,7 +630,7 @@ class Registry:
     @contextlib.asynccontextmanager
     async def use(self, name: str, version: str | None = None) -> AsyncIterator[ModelEntry]:
         """Hold a loaded model for one request; loads it on demand, bounded by ``max_queue``."""
-        entry = self.lookup(name, version)
+        entry = await self.find(name, version)
         self.check_queue(entry)
         entry.pending += 1
         entry.idle.clear()

@@ -32,7 +32,7 @@ async def registry_factory(tmp_path):
 
 async def infer(reg: Registry, model_id: str, x: np.ndarray):
     async with reg.use(model_id) as entry:
-        return (await entry.scheduler.submit({"x": x})).outputs["y"]
+        return (await entry.runner.infer({"x": x})).outputs["y"]
 
 
 async def test_register_loads_and_serves(registry_factory, models):
@@ -235,7 +235,7 @@ async def test_keep_alive_never_unloads_with_requests_in_flight(registry_factory
     async with reg.use("t/mm@1") as entry:
         await asyncio.sleep(0.8)  # several reaper passes while the request is held
         assert entry.state == State.READY
-        out = await entry.scheduler.submit({"x": np.ones((1, 64), np.float32)})
+        out = await entry.runner.infer({"x": np.ones((1, 64), np.float32)})
         assert out.outputs["y"].shape == (1, 64)
     await asyncio.sleep(0.6)
     assert entry.state == State.EVICTED
@@ -266,7 +266,7 @@ async def test_unregister_lets_running_requests_finish_and_answers_queued_ones_5
 
     async def request(tag):
         async with reg.use("t/slow@1") as entry:
-            y = (await entry.scheduler.submit({"x": x})).outputs["y"]
+            y = (await entry.runner.infer({"x": x})).outputs["y"]
             order.append(tag)
             return y
 
