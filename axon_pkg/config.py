@@ -16,8 +16,17 @@ DEFAULTS: dict[str, Any] = {
     "mlos.endpoint": "http://localhost:8080",
     "install.format": "auto",
     "hub.endpoint": "https://huggingface.co",
+    "pytorch.endpoint": "https://download.pytorch.org",
+    "pytorch.github_endpoint": "https://github.com",
+    "tfhub.endpoint": "https://tfhub.dev",
+    "modelscope.endpoint": "https://www.modelscope.cn",
+    "convert.vision_python": "",
+    "convert.tf_python": "",
 }
-ENV = {"mlos.endpoint": "MLOS_CORE_ENDPOINT", "hub.endpoint": "HF_ENDPOINT"}
+ENV = {"mlos.endpoint": "MLOS_CORE_ENDPOINT", "hub.endpoint": "HF_ENDPOINT",
+       "pytorch.endpoint": "AXON_PYTORCH_ENDPOINT", "pytorch.github_endpoint": "AXON_GITHUB_ENDPOINT",
+       "tfhub.endpoint": "AXON_TFHUB_ENDPOINT", "modelscope.endpoint": "MODELSCOPE_ENDPOINT",
+       "convert.vision_python": "AXON_VISION_PYTHON", "convert.tf_python": "AXON_TF_PYTHON"}
 
 
 def config_path() -> Path:

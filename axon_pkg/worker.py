@@ -1,0 +1,78 @@
+"""Running a converter in a child process: the one way axon-py does it.
+
+Every conversion (optimum, torchvision, tf2onnx) runs ``python -m axon_pkg.<worker>`` in its own
+process group, possibly under another interpreter (a converter environment, see
+:mod:`axon_pkg.converter_envs`), and reads ONE JSON line from its stdout. A timeout or Ctrl-C
+kills the whole group; a child that dies without its JSON line is reported with the tail of its
+stderr. The caller's process never imports torch or TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # the child imports this package from this checkout, whichever interpreter runs it
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra or {})
+    return env
+
+
+def kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)   # the group we created for this child only
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def stderr_tail(err: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
+    tail = " | ".join(lines[-3:]) if lines else "(no output)"
+    return tail[-limit:]
+
+
+def run_json_worker(cmd: list[str], *, timeout_s: float, env: dict[str, str] | None = None,
+                    what: str = "conversion") -> tuple[dict | None, str | None]:
+    """Run ``cmd``; ``(result, None)`` with its last JSON line, or ``(None, reason)``."""
+    t0 = time.monotonic()
+    proc = None
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env if env is not None else worker_env(),
+                                start_new_session=(os.name == "posix"))
+        try:
+            out, err = proc.communicate(timeout=max(0.0, timeout_s - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            kill(proc)
+            proc.communicate()
+            return None, f"{what} timed out after {timeout_s:g} s and was stopped; nothing was written"
+    except BaseException:
+        if proc is not None:
+            kill(proc)      # Ctrl-C or anything unexpected: never leave the child running
+        raise
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith("{")]
+    try:
+        data = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return None, f"the {what} worker crashed (exit code {proc.returncode}): {stderr_tail(err)}"
+    return data, None
