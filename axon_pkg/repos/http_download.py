@@ -105,3 +105,18 @@ def _write(resp, part: Path, have: int, total: int | None, name: str, quiet: boo
                        "run the install again to resume") from None
     finally:
         bar.close()
+
+
+def check_reachable(url: str, *, what: str) -> None:
+    """A TCP connect to ``url``'s host, so an unreachable endpoint fails in seconds, before any
+    slow step (a converter environment starting up) is spent on an install that cannot finish."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise HubError(f"cannot reach {what} at {url}: {e.strerror or e}",
+                       hint="check the network, or the endpoint setting (axon-py config list)") from None

@@ -69,13 +69,14 @@ def resolve(ref: Ref) -> Resolved:
 
 
 def _resolve_vision(ref: Ref, model: str) -> Resolved:
+    http_download.check_reachable(endpoint(), what=NAME)
     data = ask_torchvision(model, ref.revision)
     url = _mirror(data["url"])
     version = f"{data['weights']}-{data['hash_prefix'] or 'unhashed'}"
     info = {"license": "BSD-3-Clause (torchvision); see the weights' recipe for their terms", "tags": ["torchvision"],
             "pipeline_tag": "image-classification", "library_name": "torchvision", "torchvision": data}
     source = {"hub": "pytorch", "endpoint": endpoint(), "repo": ref.repo, "requested_ref": ref.revision,
-              "resolved_commit": version, "weights": data["weights"], "weights_enum": data["enum"], "url": url,
+              "resolved_version": version, "weights": data["weights"], "weights_enum": data["enum"], "url": url,
               "upstream_url": data["url"], "hash_prefix": data["hash_prefix"], "resolver": data["tool_version"]}
     return Resolved(ref.repo, ref.revision, version, [RemoteFile(data["file"], None, None)], info, source)
 
