@@ -114,8 +114,10 @@ class StubServer:
             return [r for r in self.requests if path_contains in r["path"] and (method is None or r["method"] == method)]
 
     def clear_log(self) -> None:
+        """Forget the requests seen and any fault still armed."""
         with self._lock:
             self.requests.clear()
+            self._faults.clear()
 
     def route(self, req: "_Handler") -> None:  # pragma: no cover - subclasses answer
         raise StubError(404, "not found")

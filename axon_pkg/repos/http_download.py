@@ -95,7 +95,7 @@ def _write(resp, part: Path, have: int, total: int | None, name: str, quiet: boo
                disable=quiet)
     try:
         with open(part, "ab" if have else "wb") as f:
-            for block in resp.iter_content(CHUNK):
+            for block in resp.iter_content(1 << 16):   # small reads: what arrived before a drop is kept
                 f.write(block)
                 bar.update(len(block))
             f.flush()
