@@ -13,7 +13,8 @@ on download.pytorch.org, with the transforms of torchvision's own classification
 The real enums' files cannot be had offline, and random weights cannot match their checksums.
 
 ``python -m validation.torchvision_models reference WEIGHTS --image PNG`` prints torchvision's
-own answer for an image (its transforms, then the model): the parity reference of the tests.
+own answer for an image (its transforms, then the model): the parity reference of the tests;
+``--pixels NPY`` instead of ``--image`` gives the model's logits for given pixel values.
 """
 from __future__ import annotations
 
@@ -73,6 +74,18 @@ def _register(weights_file: Path) -> None:
     register_model(MODEL)(builder)
 
 
+def reference_tensor(weights_file: Path, array: Path) -> dict:
+    """torchvision's model on given pixel values (an .npy of N x 3 x H x W)."""
+    import numpy as np
+    import torch
+    from torchvision.models.squeezenet import SqueezeNet
+
+    net = SqueezeNet("1_1", num_classes=len(CATEGORIES))
+    net.load_state_dict(torch.load(str(weights_file), map_location="cpu", weights_only=True))
+    with torch.no_grad():
+        return {"logits": net.eval()(torch.from_numpy(np.load(array))).tolist()}
+
+
 def reference(weights_file: Path, image: Path) -> dict:
     import torch
     from PIL import Image
@@ -97,6 +110,8 @@ if _env and __name__ != "__main__":
 if __name__ == "__main__":
     if sys.argv[1:2] == ["build"]:
         print(json.dumps(build(Path(sys.argv[2]))))
+    elif sys.argv[1:2] == ["reference"] and "--pixels" in sys.argv:
+        print(json.dumps(reference_tensor(Path(sys.argv[2]), Path(sys.argv[sys.argv.index("--pixels") + 1]))))
     elif sys.argv[1:2] == ["reference"]:
         print(json.dumps(reference(Path(sys.argv[2]), Path(sys.argv[sys.argv.index("--image") + 1]))))
     else:
