@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
 import pytest
 import yaml
 

@@ -2,7 +2,6 @@
 rules of the tfhub/ and pytorch/ adapters, the hash-prefix convention."""
 from __future__ import annotations
 
-import io
 import stat
 import sys
 import zipfile
