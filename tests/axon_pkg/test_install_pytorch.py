@@ -1,8 +1,8 @@
 """axon-py against a local PyTorch Hub (validation/pytorch_hub_server.py): torchvision weights through
 torchvision's own registry, checked by the hash in their file name, exported to ONNX in the vision
 converter environment, installed, verified, registered with a real core and served by its image task
-with parity to torchvision called directly; hubconf.py repos only with --trust-repo; resumed,
-corrupted and refused downloads; unknown models; an unreachable endpoint."""
+with parity to torchvision called directly; hubconf.py repos only with --trust-repo;
+interrupted (resumed), corrupted and refused downloads; unknown models; an unreachable endpoint."""
 from __future__ import annotations
 
 import base64
@@ -71,7 +71,14 @@ def png_bytes(width: int, height: int, seed: int = 1) -> bytes:
 
 def test_torchvision_weights_install_verify_register_and_serve_with_torchvision_parity(
         axon, pt_env, weights, vision_python, core_process, tmp_path, capsys):
+    # the first download drops after 200 kB; the next install resumes it with a Range request
+    pt_env.interrupt_next_download(weights["file"], 200_000)
+    code, _, err = axon("install", REF, "--quiet")
+    assert code == 1 and "interrupted" in err and "resume" in err
     result = install_json(axon, REF)
+    gets = pt_env.log_for(f"/models/{weights['file']}", "GET")
+    resumed_at = int(gets[-1]["range"].removeprefix("bytes=").rstrip("-"))
+    assert len(gets) == 2 and 100_000 < resumed_at <= 200_000 and gets[-1]["status"] == 206
     assert result["format"] == "onnx"
     conv = result["conversion"]
     assert conv["converted"] and conv["tool"] == "torch.onnx" and conv["weights"] == "RANDOM_V1"
@@ -107,17 +114,6 @@ def test_torchvision_weights_install_verify_register_and_serve_with_torchvision_
     with capsys.disabled():
         print(f"torchvision pipeline vs the core's image task: max |score diff| {diff:.1e}")
     assert set(got) == set(want) and diff < 1e-4
-
-
-def test_resumes_an_interrupted_download(axon, pt_env, weights):
-    pt_env.interrupt_next_download(weights["file"], 200_000)
-    code, _, err = axon("install", REF, "--quiet")
-    assert code == 1 and "interrupted" in err and "resume" in err
-    result = install_json(axon, REF)
-    gets = pt_env.log_for(f"/models/{weights['file']}", "GET")
-    resumed_at = int(gets[-1]["range"].removeprefix("bytes=").rstrip("-"))
-    assert 100_000 < resumed_at <= 200_000 and gets[-1]["status"] == 206
-    assert result["package"].endswith(weights["sha256"][:8])
 
 
 def test_a_corrupted_download_is_refused_and_deleted(axon, pt_env, weights, axon_home):
