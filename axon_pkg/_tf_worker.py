@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--output", required=True, type=Path)
     c.add_argument("--no-parity", action="store_true")
     ns = ap.parse_args(argv)
+    from axon_pkg.child import die_with_parent
+
+    die_with_parent()   # never outlive axon-py (PR_SET_PDEATHSIG)
     sys.stdout.flush()
     real_stdout = os.dup(1)
     os.dup2(2, 1)

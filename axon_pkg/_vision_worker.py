@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--input-shape", default="1,3,224,224")
     h.add_argument("--no-parity", action="store_true")
     ns = ap.parse_args(argv)
+    from axon_pkg.child import die_with_parent
+
+    die_with_parent()   # never outlive axon-py (PR_SET_PDEATHSIG)
 
     sys.stdout.flush()
     real_stdout = os.dup(1)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
 __all__ = ["ConversionResult", "conversion_available", "infer_task", "convert_to_onnx"]
 
 TOOL = "optimum-onnx"
@@ -179,7 +180,7 @@ def _fail(reason: str, t0: float, task: str | None = None) -> ConversionResult:
 def _worker_env() -> dict[str, str]:
     from .worker import worker_env
 
-    return worker_env()
+    return worker_env()   # the worker dies with us (axon_pkg.child)
 
 
 def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,

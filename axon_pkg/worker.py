@@ -1,7 +1,7 @@
 """Running a converter in a child process: the one way axon-py does it.
 
 Every conversion (optimum, torchvision, tf2onnx) runs ``python -m axon_pkg.<worker>`` in its own
-process group, possibly under another interpreter (a converter environment, see
+process group (and dies with axon-py: :mod:`axon_pkg.child`), possibly under another interpreter (a converter environment, see
 :mod:`axon_pkg.converter_envs`), and reads ONE JSON line from its stdout. A timeout or Ctrl-C
 kills the whole group; a child that dies without its JSON line is reported with the tail of its
 stderr. The caller's process never imports torch or TensorFlow.
@@ -24,7 +24,9 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(extra or {})
-    return env
+    from .child import child_env
+
+    return child_env(env)   # the worker asks to die with us first thing (axon_pkg.child.die_with_parent)
 
 
 def kill(proc: subprocess.Popen) -> None:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from ..errors import HubError, IntegrityError
 
-CONNECT_TIMEOUT_S = float(os.environ.get("AXON_CONNECT_TIMEOUT", "10"))
-READ_TIMEOUT_S = float(os.environ.get("AXON_READ_TIMEOUT", "60"))
+READ_TIMEOUT_S = float(os.environ.get("AXON_READ_TIMEOUT", "60"))   # between bytes of a download
 CHUNK = 1 << 20
 # torch.hub's convention: the file name carries the first hex digits of its sha256
 HASH_PREFIX = re.compile(r"-([a-f0-9]+)\.")
@@ -36,13 +35,21 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def connect_timeout_s() -> float:
+    """The one hub timeout of axon-py (``hub.timeout``; ``HF_HUB_ETAG_TIMEOUT`` wins), for every repository."""
+    from .huggingface import timeout_s
+
+    return timeout_s()
+
+
 def get(url: str, *, what: str, headers: dict | None = None, stream: bool = False, allow_redirects: bool = True):
-    """One GET with the connect/read timeouts; an unreachable host is a HubError naming ``url``."""
+    """One GET with the hub timeouts; an unreachable host is a HubError naming ``url``."""
     import requests
 
+    t = connect_timeout_s()
     try:
         return requests.get(url, headers=headers or {}, stream=stream, allow_redirects=allow_redirects,
-                            timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+                            timeout=(t, max(t, READ_TIMEOUT_S) if stream else t))
     except requests.exceptions.RequestException as e:
         reason = type(e).__name__ if not str(e) else str(e).splitlines()[0][:200]
         raise HubError(f"cannot reach {what} at {url}: {reason}",
@@ -116,7 +123,7 @@ def check_reachable(url: str, *, what: str) -> None:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((parts.hostname, port), timeout=connect_timeout_s()).close()
     except OSError as e:
         raise HubError(f"cannot reach {what} at {url}: {e.strerror or e}",
                        hint="check the network, or the endpoint setting (axon-py config list)") from None
