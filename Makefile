@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster kmod kmod-test clean
+.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,23 @@ $(PY):
 # to serve them, so it is installed without them. llama-cpp-python compiles llama.cpp for a
 # generic x86-64 (GGML_NATIVE=OFF) so the wheel pip caches runs on any machine of this kind.
 $(STAMP): pyproject.toml | $(PY)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,ray]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,ray,repos]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# axon-py's converter environments (axon_pkg/converter_envs.py): torchvision for pytorch/ models,
+# TensorFlow + tf2onnx for tfhub/ SavedModels, each in its own virtualenv beside the core's (their
+# torch and Keras do not fit in it). About 3 and 1 minutes the first time; make test needs them.
+CONVERTERS := $(VENV)/converters
+CONVERTER_KINDS := vision tf
+$(CONVERTERS)/%/.installed: pyproject.toml | $(PY)
+	test -x $(CONVERTERS)/$*/bin/python || $(PYTHON) -m venv $(CONVERTERS)/$*
+	$(CONVERTERS)/$*/bin/pip install -q -e '.[convert-$*]'
+	touch $@
+
+setup-converters: $(foreach k,$(CONVERTER_KINDS),$(CONVERTERS)/$(k)/.installed)
 
 run: setup
 	$(PY) -m mlos_core --port $(PORT) --demo
@@ -35,7 +47,7 @@ KMOD_PYTEST ?= tests/kernel_shim tests/mlos_core/zerocopy/test_server.py -k kern
 
 # The host suite, then the kernel module in a qemu guest where this machine can boot one
 # (kmod/vm/can-run.sh says why not elsewhere; MLOS_SKIP_VM=1 skips it on purpose).
-test: setup browser
+test: setup setup-converters browser
 	$(PY) -m pytest -q -p no:cacheprovider
 	@if why=$$(kmod/vm/can-run.sh); then \
 		$(MAKE) --no-print-directory kmod-test PYTEST_ARGS="$(KMOD_PYTEST)" VM_TIMEOUT=900; \
@@ -56,7 +68,7 @@ VALIDATION_EXTRA = $(if $(wildcard $(BENCH_DIR)/kernel-comparison.json),--in $(B
 # The validator's offline suite end to end (tiny models of the 18 seed architectures + the real
 # PyPI models, both modes; kernel mode is skipped with its reason where /dev/mlos-ml is absent),
 # then the report, written even when a model failed; the exit code is the run's.
-e2e-test: setup browser
+e2e-test: setup setup-converters browser
 	rc=0; $(PY) -m validation run --suite offline --mode both --out $(VALIDATION_OUT) || rc=$$?; \
 	$(PY) -m validation report --in $(VALIDATION_OUT) $(VALIDATION_EXTRA) --out $(VALIDATION_OUT)/report.html \
 		--screenshot $(VALIDATION_OUT)/report.png || rc=$$((rc ? rc : 1)); exit $$rc

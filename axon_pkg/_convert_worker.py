@@ -256,11 +256,10 @@ def _parity(onnx_path: Path, model_dir: Path, cfg: dict, task: str) -> float:
 
 # ---------------------------------------------------------------------------- main
 
-PROGRESS = "[convert worker] "  # stderr lines the parent reports as progress (axon_pkg.convert)
-
-
 def _progress(message: str) -> None:
-    print(PROGRESS + message, file=sys.stderr, flush=True)
+    from axon_pkg.worker import report_progress  # light: the parent reads these lines (run_json_worker)
+
+    report_progress(message)
 
 
 def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity: bool) -> dict:

@@ -67,7 +67,7 @@ def _parity_check(refs: References, spec, arrays, core_out, tol: float) -> Parit
         return Parity(why, None, None, None)
     ref = refs.outputs(spec.source, arrays)
     diff, _ = parity(core_out, ref)
-    return Parity("pytorch", diff, tol, diff <= tol)
+    return Parity(why, diff, tol, diff <= tol)   # why: the reference (pytorch, torchvision, tensorflow)
 
 
 def _tensor_phase(core, spec, size, ctx) -> PhaseResult:
@@ -140,6 +140,6 @@ def run_phase(core: CoreServer, spec, size: str, ctx: dict) -> PhaseResult:
         return PhaseResult("timeout" if "within" in str(e) else "failed", (time.perf_counter() - t0) * 1000.0, str(e))
     if result.parity is not None and result.parity.passed is False:
         result.status = "failed"
-        result.error = (f"outputs differ from PyTorch: max abs diff {result.parity.max_abs_diff:.3g} "
+        result.error = (f"outputs differ from {result.parity.reference}: max abs diff {result.parity.max_abs_diff:.3g} "
                         f"> tolerance {result.parity.tolerance:g}")
     return result

@@ -34,7 +34,7 @@ class Interval:
 @dataclass
 class Parity:
     """Outputs against the PyTorch reference (generated models) or a stored expectation."""
-    reference: str                # "pytorch" | "expected-values" | "none: <why>"
+    reference: str                # "pytorch" | "torchvision" | "tensorflow" | "expected-values" | "none: <why>"
     max_abs_diff: float | None
     tolerance: float | None
     passed: bool | None

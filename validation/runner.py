@@ -1,7 +1,7 @@
 """``python -m validation run``: the suite's models through install, register, inference small and
 inference large, in kernel and/or userspace mode, written as metrics JSON.
 
-Order: (offline suite) start the local hub and publish every model; install each model once with
+Order: (offline suite) start each model's local repository and publish every model; install each model once with
 axon-py (the package serves both modes); then per mode start a real core, sample its resources,
 and per model register, infer small, infer large, unregister. Each mode writes its own run
 directory ``<out>/<mode>/`` (``<model>-result.json`` + ``metrics/latest.json``, through
@@ -22,7 +22,8 @@ from . import environment, phases
 from .config import ModelSpec, Suite, load_suite
 from .core_proc import CoreError, CoreServer, kernel_available
 from .inference import run_phase
-from .offline_models import References, SourceError, publish
+from .offline_models import References, SourceError
+from .repo_standins import StandIns
 from .progress import Progress
 from .results import PHASES, ModelResult, PhaseResult, latest_summary, now_iso
 
@@ -200,22 +201,27 @@ def run(opts: RunOptions) -> RunOutcome:
         progress.done(f"skipped   mode {mode}: {why}")
     Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlos-validation-"))
-    hub = None
+    standins = None
     refs = References()
     results: list[ModelResult] = []
     summaries = {}
     try:
         installs = {}
+        unpublished = {}
         if suite.name == "offline" or any(m.source for m in specs):
-            from .hub_server import LocalHub
-
-            hub = LocalHub().start()
-        env = _hub_env(work, hub.url if hub else None)
+            standins = StandIns()    # each model's repository (hf, pytorch, tfhub, modelscope), started on use
+            for spec in specs:
+                try:
+                    standins.publish(spec)
+                except SourceError as e:
+                    unpublished[spec.name] = str(e)
+        env = {**_hub_env(work, standins.hf.url if standins and standins.hf else None),
+               **(standins.env() if standins else {})}
         for spec in specs:
             progress.note(f"install {spec.name}")
             try:
-                if hub is not None:
-                    publish(hub, spec)
+                if spec.name in unpublished:
+                    raise SourceError(unpublished[spec.name])
                 phase, pkg = phases.install(spec, env, suite.settings["llm_install_timeout" if spec.category == "llm"
                                                                        else "install_timeout"])
             except SourceError as e:
@@ -236,7 +242,7 @@ def run(opts: RunOptions) -> RunOutcome:
             write_latest(Path(opts.out_dir) / mode, summary)
     finally:
         progress.close()
-        if hub is not None:
-            hub.stop()
+        if standins is not None:
+            standins.stop()
         shutil.rmtree(work, ignore_errors=True)
     return RunOutcome(results, summaries, skipped_modes, skipped_models, time.perf_counter() - t_start)

@@ -66,8 +66,9 @@ def cmd_info(args) -> int:
     print(f"{pkg.ref}\n  path: {pkg.path}\n  description: {m['metadata'].get('description', '')}")
     print(f"  format: {spec['format'].get('execution_format')}  framework: {spec.get('framework', {}).get('name')}")
     src = ext.get("source") or {}
-    if src.get("resolved_commit"):
-        print(f"  source: {src.get('repo')} @{src.get('requested_ref')} = {src.get('resolved_commit')}")
+    pinned = src.get("resolved_commit") or src.get("resolved_version")
+    if pinned:
+        print(f"  source: {src.get('hub')} {src.get('repo')} @{src.get('requested_ref')} = {pinned}")
     conv = ext.get("conversion")
     if conv:
         print(f"  conversion: {conv}")

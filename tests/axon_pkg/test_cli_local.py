@@ -246,8 +246,8 @@ def test_register_shows_the_core_unreachable(axon, model_dir):
 
 
 def test_unknown_namespace_is_a_usage_error(axon):
-    code, _, err = axon("install", "modelscope/qwen/Qwen2-0.5B")
-    assert code == 2 and "not supported yet" in err and "hf/" in err
+    code, _, err = axon("install", "s3/bucket/model")
+    assert code == 2 and "unknown namespace 's3'" in err and "hf/" in err and "modelscope/" in err
 
 
 def test_pack_a_plain_model_directory(axon, model_dir, tmp_path, models, core_process):
