@@ -1,42 +1,46 @@
-"""A candidate run against a baseline run (the last release's): one verdict per model row.
+"""A candidate run against a baseline (the last release's runs): one verdict per model row.
 
 Rows are matched by (model, mode). A row is first checked for being comparable at all: the same
-model revision (the hub commit its package was made from), the same axon id and format, the same
-request shapes, on the same machine class (``environment.MACHINE_CLASS``); when a field differs
-the verdict is ``not comparable`` and names it. Then its success state: a phase that passed in
-the baseline and fails now makes it ``newly failing``, the reverse ``fixed``, failures in both
-``still failing``. Then its figures, phase by phase where both passed:
+model revision (the hub commit its package was made from), axon id, format and request shapes, on
+the same machine class (``environment.MACHINE_CLASS``); a differing field makes the verdict
+``not comparable`` and is named. Then its success state: a phase that passed in the baseline and
+fails now makes it ``newly failing`` (whatever else differs), the reverse ``fixed``, failures in
+both ``still failing``. Then, phase by phase where both passed, its figures:
 
-- latency: the ratio candidate / baseline of the median request, with a bootstrap interval over
-  each run's own per-request samples (``stats.ratio_ci``, as the kernel comparison does). The two
-  runs cannot be interleaved (one is a past release), so the interval covers the noise inside each
-  run, not the drift of a shared machine between them; that drift is what ``threshold`` absorbs:
-  "no significant difference" when the interval covers 1.0, and a significant change smaller than
-  the threshold is still ``unchanged``. A baseline written before per-request samples existed
-  (schema 1.0) is compared by its recorded 95% intervals: a change counts only when they do not
-  overlap, a stricter test.
+- latency, as the ratio candidate / baseline of the median request with its interval:
+  * one run a side: a bootstrap over each run's per-request samples (``stats.ratio_ci``, as the
+    kernel comparison does). Two runs cannot be interleaved (one is a past release), so this
+    interval sees the noise inside each run, not how a shared machine drifts between runs;
+  * several runs on either side (a baseline validated three times, say): a t-interval of the
+    runs' log medians (``stats.replicate_ratio_ci``), which measures exactly that drift. On a
+    busy machine this is the one that keeps false alarms rare (docs/validation-ci.md).
+  The verdict is "no significant difference" when the interval covers 1.0, and a significant
+  change within ``threshold`` is still ``unchanged``. ``level`` holds for the whole comparison:
+  each of its m latency tests runs at 1 - (1 - level) / m (Bonferroni), so forty rows do not
+  bring two false alarms by chance. A baseline written before per-request samples existed
+  (schema 1.0) is judged by its recorded intervals: a change counts only when they do not overlap.
 - parity with PyTorch (max abs diff, and 1 - cosine): worse when it grew ``parity_factor``-fold
   past ``parity_floor`` (float32 rounding moves it by less); a parity failure fails the phase.
 - greedy generation: the token agreement of the two runs' generations (validation.drift); below
   ``min_token_agreement`` the model now says something else, a regression for a greedy decoder
   on the same revision.
-- install and register time: one sample per run, shown with their ratio, never a verdict.
+- install and register time: one sample per run, shown with their ratio, never judged.
 
-The row's verdict is the first of VERDICTS that any of its findings has: a model that fails now is
-``newly failing`` even on another revision; otherwise a differing field makes the row ``not
-comparable`` and its figures are shown but not judged.
+The row's verdict is the first of VERDICTS that any of its findings has. State, parity and
+identity come from the most recent baseline run holding the row; latency uses every run.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import drift
 from .environment import MACHINE_CLASS, machine_class
-from .metrics import MetricsError, merge_runs, read_document
+from .metrics import MetricsError, is_run_dir, merge_runs, read_document
 from .results import PHASES, SCHEMA_VERSION, now_iso
-from .stats import ratio_ci
+from .stats import BOOTSTRAP, ratio_ci, replicate_ratio_ci
 
 # precedence: a failure is reported whatever else differs; figures of incomparable runs are not judged
 VERDICTS = ("newly failing", "not comparable", "regression", "still failing", "fixed", "improvement", "unchanged")
@@ -48,7 +52,7 @@ FAILING = ("failed", "timeout")
 @dataclass
 class Options:
     threshold: float = 0.05            # |ratio - 1| a significant change must reach to count
-    level: float = 0.95                # of the bootstrap intervals
+    level: float = 0.95                # for the whole comparison (Bonferroni over its latency tests)
     parity_factor: float = 10.0
     parity_floor: float = 1e-6
     min_token_agreement: float = 1.0
@@ -65,18 +69,38 @@ class Options:
 
 # ---- loading ---------------------------------------------------------------------------------------
 
-def load(path) -> dict:
-    """A run to compare: a run directory (the runner's --out, or one mode's directory; several
-    modes merge) or an archived run, the JSON file validation.history writes."""
-    p = Path(path)
+def ran_at(summary: dict) -> str:
+    """When a run ran: its last model's start (a merged summary's generated_at is when it was merged)."""
+    return max((m.get("started_at") or "" for m in summary["models"]), default="") or summary.get("generated_at") or ""
+
+
+def _one(p: Path) -> dict:
     if p.is_file():
-        summary = read_document(p, "latest")
-        return {"dirs": [str(p)], "summary": summary, "label": p.stem}
-    if not p.exists():
-        raise MetricsError(f"{p}: no such run directory or file")
+        return {"dirs": [str(p)], "summary": read_document(p, "latest"), "label": p.stem}
     run = merge_runs([p])
     run["label"] = p.name
     return run
+
+
+def load(path) -> list[dict]:
+    """The runs of one side, oldest first: a run directory (the runner's --out, or one mode's
+    directory), an archived run (a JSON file of validation history), or a directory holding
+    several of those: replicated runs of one release."""
+    p = Path(path)
+    if not p.exists():
+        raise MetricsError(f"{p}: no such run directory or file")
+    if p.is_file() or _holds_run(p):
+        return [_one(p)]
+    runs = [_one(s) for s in sorted(p.iterdir())
+            if (s.is_file() and s.suffix == ".json") or (s.is_dir() and _holds_run(s))]
+    if not runs:
+        raise MetricsError(f"{p}: holds no validator run (metrics/latest.json, *-result.json, or archived runs)")
+    return sorted(runs, key=lambda r: ran_at(r["summary"]))
+
+
+def _holds_run(p: Path) -> bool:
+    """A run directory, or the runner's --out (one directory per mode)."""
+    return is_run_dir(p) or any(is_run_dir(s) for s in p.iterdir() if s.is_dir())
 
 
 def _rows(summary: dict) -> tuple[dict[tuple[str, str], dict], list[str]]:
@@ -107,26 +131,37 @@ def _by_ratio(ratio: float, significant: bool, opts: Options) -> tuple[str, str]
     return "unchanged", f"significant but within the {opts.threshold:.0%} threshold"
 
 
-def latency(phase: str, base: dict, cand: dict, opts: Options) -> dict | None:
-    """Candidate / baseline of the median request of one phase (above 1: the candidate is slower)."""
-    bl, cl = base.get("latency_ms"), cand.get("latency_ms")
-    if not bl or not cl:
+def latency(phase: str, base: list[dict], cand: list[dict], opts: Options, level: float) -> dict | None:
+    """Candidate / baseline of the median request of one phase (above 1: the candidate is slower);
+    ``base`` and ``cand`` hold the phase's record from each run of that side, ``level`` is this
+    test's own (already corrected for the number of tests)."""
+    base = [p for p in base if p.get("latency_ms")]
+    cand = [p for p in cand if p.get("latency_ms")]
+    if not base or not cand:
         return None
-    bs, cs = base.get("samples_ms") or [], cand.get("samples_ms") or []
-    if len(bs) >= 2 and len(cs) >= 2:
-        r = ratio_ci(cs, bs, level=opts.level)
+    bmed = [p["latency_ms"]["value"] for p in base]
+    cmed = [p["latency_ms"]["value"] for p in cand]
+    if len(base) + len(cand) >= 3:
+        r = replicate_ratio_ci(cmed, bmed, level=level)
+        ratio = {"value": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": len(base) + len(cand)}
+        significant = r["verdict"] != "no significant difference"
+        method = f"t-interval over {len(base)} baseline and {len(cand)} candidate runs"
+    elif len(bs := base[0].get("samples_ms") or []) >= 2 and len(cs := cand[0].get("samples_ms") or []) >= 2:
+        # the far tails of a corrected level need more resamples than the default's 2,000
+        r = ratio_ci(cs, bs, level=level, n=max(BOOTSTRAP, int(20 / (1 - level))))
         ratio = {"value": r["ratio"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": min(len(bs), len(cs))}
-        significant = not (r["ci_low"] <= 1.0 <= r["ci_high"])
-        method = f"bootstrap of {len(bs)} and {len(cs)} requests"
+        significant = r["verdict"] != "no significant difference"
+        method = f"bootstrap of {len(bs)} and {len(cs)} requests of one run each"
     else:
-        # no samples (a schema 1.0 baseline): the ratio's bounds from the two intervals; a change
+        # no samples (a schema 1.0 record): the ratio's bounds from the two 95% intervals; a change
         # counts only when the intervals do not overlap
+        bl, cl = base[0]["latency_ms"], cand[0]["latency_ms"]
         ratio = {"value": cl["value"] / bl["value"], "ci_low": cl["ci_low"] / bl["ci_high"],
                  "ci_high": cl["ci_high"] / max(bl["ci_low"], 1e-12), "n": min(bl["n"], cl["n"])}
         significant = cl["ci_low"] > bl["ci_high"] or cl["ci_high"] < bl["ci_low"]
-        method = "recorded intervals (no per-request samples): non-overlap"
+        method = "recorded 95% intervals (no per-request samples): non-overlap"
     verdict, note = _by_ratio(ratio["value"], significant, opts)
-    return _metric(f"{phase} latency", phase, "latency", bl["value"], cl["value"], verdict,
+    return _metric(f"{phase} latency", phase, "latency", float(np.median(bmed)), float(np.median(cmed)), verdict,
                    f"{note}; {method}", ratio)
 
 
@@ -145,19 +180,18 @@ def parity(phase: str, base: dict, cand: dict, opts: Options) -> list[dict]:
     if isinstance(bp.get("max_abs_diff"), (int, float)) and isinstance(cp.get("max_abs_diff"), (int, float)):
         out.append(_grew(f"{phase} parity max |diff|", phase, "parity", bp["max_abs_diff"], cp["max_abs_diff"], opts))
     if isinstance(bp.get("cosine"), (int, float)) and isinstance(cp.get("cosine"), (int, float)):
-        m = _grew(f"{phase} parity 1 - cosine", phase, "cosine", 1 - bp["cosine"], 1 - cp["cosine"], opts)
-        out.append(m)
+        out.append(_grew(f"{phase} parity 1 - cosine", phase, "cosine", 1 - bp["cosine"], 1 - cp["cosine"], opts))
     return out
 
 
 def generation(phase: str, base: dict, cand: dict, opts: Options) -> dict | None:
-    bt, ct = (base.get("details") or {}).get("generated_tokens"), (cand.get("details") or {}).get("generated_tokens")
+    bd, cd = base.get("details") or {}, cand.get("details") or {}
+    bt, ct = bd.get("generated_tokens"), cd.get("generated_tokens")
     if bt is None or ct is None:
-        bx, cx = (base.get("details") or {}).get("generated_text"), (cand.get("details") or {}).get("generated_text")
-        if bx is None or cx is None:
+        if bd.get("generated_text") is None or cd.get("generated_text") is None:
             return None
-        same = bx == cx        # no token ids recorded: the texts (first 200 characters) either agree or not
-        agreement, how = (1.0 if same else 0.0), "generated text compared (no token ids recorded)"
+        # no token ids recorded: the texts (their first 200 characters) either agree or not
+        agreement, how = float(bd["generated_text"] == cd["generated_text"]), "generated text compared (no token ids)"
     else:
         agreement, how = drift.token_agreement(bt, ct), f"{len(bt)} and {len(ct)} tokens"
     verdict = "regression" if agreement < opts.min_token_agreement else "unchanged"
@@ -176,12 +210,10 @@ def one_sample(phase: str, base: dict, cand: dict) -> dict | None:
 
 # ---- one row ---------------------------------------------------------------------------------------
 
-def _identity(base: dict, cand: dict) -> list[dict]:
+def identity(base: dict, cand: dict) -> list[dict]:
     """The fields that make two records of one model incomparable, with both values."""
-    diffs = []
-    for field in ("axon_id", "format"):
-        if base.get(field) != cand.get(field):
-            diffs.append({"field": field, "baseline": base.get(field), "candidate": cand.get(field)})
+    diffs = [{"field": f, "baseline": base.get(f), "candidate": cand.get(f)}
+             for f in ("axon_id", "format") if base.get(f) != cand.get(f)]
     br = (base["phases"]["install"].get("details") or {}).get("revision")
     cr = (cand["phases"]["install"].get("details") or {}).get("revision")
     if br and cr and br != cr:
@@ -194,90 +226,97 @@ def _identity(base: dict, cand: dict) -> list[dict]:
     return diffs
 
 
-def _state(base: dict, cand: dict) -> tuple[list[str], list[str], list[str]]:
-    newly, fixed, still = [], [], []
+def _state(base: dict, cand: dict) -> dict[str, list[str]]:
+    found = {"newly failing": [], "fixed": [], "still failing": []}
     for p in PHASES:
         bs, cs = base["phases"][p]["status"], cand["phases"][p]["status"]
         err = cand["phases"][p].get("error") or "no error text"
         if bs == "success" and cs in FAILING:
-            newly.append(f"{p} now {cs}: {err}")
+            found["newly failing"].append(f"{p} now {cs}: {err}")
         elif bs in FAILING and cs == "success":
-            fixed.append(f"{p} passes again")
+            found["fixed"].append(f"{p} passes again")
         elif bs in FAILING and cs in FAILING:
-            still.append(f"{p} {cs} in both: {err}")
-    return newly, fixed, still
-
-
-def compare_row(base: dict | None, cand: dict | None, machine_diffs: list[dict], opts: Options) -> dict:
-    m = cand or base
-    row = {"model": m["model_name"], "mode": m["mode"], "category": m.get("category"), "format": m.get("format"),
-           "status": {"baseline": base["status"] if base else None, "candidate": cand["status"] if cand else None},
-           "not_comparable": [], "metrics": [], "reasons": [], "verdict": "unchanged"}
-    if base is None or cand is None:
-        side = "baseline" if base is None else "candidate"
-        row["not_comparable"] = [{"field": "model", "baseline": None if base is None else m["model_name"],
-                                  "candidate": None if cand is None else m["model_name"]}]
-        row["reasons"] = [f"not in the {side} run"]
-        row["verdict"] = "not comparable"
-        return row
-    row["not_comparable"] = machine_diffs + _identity(base, cand)
-    newly, fixed, still = _state(base, cand)
-    for p in ("install", "register"):
-        if (x := one_sample(p, base["phases"][p], cand["phases"][p])) is not None:
-            row["metrics"].append(x)
-    for p in INFERENCE:
-        bp, cp = base["phases"][p], cand["phases"][p]
-        if bp["status"] != "success" or cp["status"] != "success":
-            continue
-        found = [latency(p, bp, cp, opts), *parity(p, bp, cp, opts), generation(p, bp, cp, opts)]
-        row["metrics"] += [x for x in found if x is not None]
-    findings = {"newly failing": newly, "fixed": fixed, "still failing": still,
-                "regression": [f"{x['name']}: {_describe(x)}" for x in row["metrics"] if x["verdict"] == "regression"],
-                "improvement": [f"{x['name']}: {_describe(x)}" for x in row["metrics"] if x["verdict"] == "improvement"]}
-    if row["not_comparable"]:
-        findings["not comparable"] = [f"{d['field']} differs: {_short(d['baseline'])} -> {_short(d['candidate'])}"
-                                      for d in row["not_comparable"]]
-    row["verdict"] = next((v for v in VERDICTS if findings.get(v)), "unchanged")
-    row["reasons"] = [r for v in VERDICTS for r in findings.get(v, [])]
-    return row
-
-
-def _short(v) -> str:
-    s = v if isinstance(v, str) else json.dumps(v)
-    return s[:12] if isinstance(v, str) and len(v) == 40 else s
+            found["still failing"].append(f"{p} {cs} in both: {err}")
+    return found
 
 
 def _num(x) -> str:
     return "—" if x is None else (f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}")
 
 
-def _describe(x: dict) -> str:
+def describe(x: dict) -> str:
     r = x.get("ratio")
     if x["kind"] == "latency" and r:
         return (f"{r['value']:.2f}x [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({_num(x['baseline'])} -> "
                 f"{_num(x['candidate'])} ms; {x['note']})")
-    return f"{_num(x['baseline'])} -> {_num(x['candidate'])} ({x['note']})" if x["note"] else \
-        f"{_num(x['baseline'])} -> {_num(x['candidate'])}"
+    return f"{_num(x['baseline'])} -> {_num(x['candidate'])}" + (f" ({x['note']})" if x["note"] else "")
 
 
-# ---- two runs --------------------------------------------------------------------------------------
+def _short(v) -> str:
+    return v[:12] if isinstance(v, str) and len(v) == 40 else str(v)
 
-def _side(run: dict) -> dict:
-    s = run["summary"]
-    hw = s.get("hardware") or {}
-    return {"label": run.get("label") or ", ".join(run["dirs"]), "dirs": run["dirs"],
-            "generated_at": s.get("generated_at"), "versions": s.get("versions") or {},
-            "machine_class": machine_class(hw)}
+
+def compare_row(bases: list[dict], cands: list[dict], machine_diffs: list[dict], opts: Options, level: float) -> dict:
+    """``bases``/``cands``: the row's record in each run of that side, oldest first (may be empty)."""
+    m = (cands or bases)[-1]
+    base, cand = (bases[-1] if bases else None), (cands[-1] if cands else None)
+    row = {"model": m["model_name"], "mode": m["mode"], "category": m.get("category"), "format": m.get("format"),
+           "status": {"baseline": base["status"] if base else None, "candidate": cand["status"] if cand else None},
+           "runs": {"baseline": len(bases), "candidate": len(cands)},
+           "not_comparable": [], "metrics": [], "reasons": [], "verdict": "not comparable"}
+    if base is None or cand is None:
+        row["not_comparable"] = [{"field": "model", "baseline": base and m["model_name"],
+                                  "candidate": cand and m["model_name"]}]
+        row["reasons"] = [f"not in the {'baseline' if base is None else 'candidate'} run"]
+        return row
+    row["not_comparable"] = machine_diffs + identity(base, cand)
+    # replicas of another revision or request shape are not pooled with the reference run's
+    bases = [b for b in bases if not identity(b, base)]
+    cands = [c for c in cands if not identity(c, cand)]
+    for p in ("install", "register"):
+        if (x := one_sample(p, base["phases"][p], cand["phases"][p])) is not None:
+            row["metrics"].append(x)
+    for p in INFERENCE:
+        if base["phases"][p]["status"] != "success" or cand["phases"][p]["status"] != "success":
+            continue
+        found = [latency(p, [b["phases"][p] for b in bases if b["phases"][p]["status"] == "success"],
+                         [c["phases"][p] for c in cands if c["phases"][p]["status"] == "success"], opts, level),
+                 *parity(p, base["phases"][p], cand["phases"][p], opts),
+                 generation(p, base["phases"][p], cand["phases"][p], opts)]
+        row["metrics"] += [x for x in found if x is not None]
+    findings = _state(base, cand)
+    for v in ("regression", "improvement"):
+        findings[v] = [f"{x['name']}: {describe(x)}" for x in row["metrics"] if x["verdict"] == v]
+    findings["not comparable"] = [f"{d['field']} differs: {_short(d['baseline'])} -> {_short(d['candidate'])}"
+                                  for d in row["not_comparable"]]
+    row["verdict"] = next((v for v in VERDICTS if findings.get(v)), "unchanged")
+    row["reasons"] = [r for v in VERDICTS for r in findings.get(v, [])]
+    return row
+
+
+# ---- two sides -------------------------------------------------------------------------------------
+
+def _side(runs: list[dict]) -> dict:
+    last = runs[-1]["summary"]
+    return {"label": ", ".join(r.get("label") or ", ".join(r["dirs"]) for r in runs),
+            "runs": len(runs), "dirs": [d for r in runs for d in r["dirs"]], "generated_at": ran_at(last),
+            "versions": last.get("versions") or {},
+            "machine_classes": [machine_class(r["summary"].get("hardware") or {}) for r in runs],
+            "machine_class": machine_class(last.get("hardware") or {})}
 
 
 def environment(base: dict, cand: dict) -> tuple[list[dict], list[str]]:
     """(machine-class fields that differ, notes on what else differs or was not recorded)."""
-    bm, cm = base["machine_class"], cand["machine_class"]
-    diffs = [{"field": f"hardware.{k}", "baseline": bm.get(k), "candidate": cm.get(k)}
-             for k in MACHINE_CLASS if k in bm and k in cm and bm[k] != cm[k]]
-    notes = [f"{side} run records no {', '.join(k for k in MACHINE_CLASS if k not in mc)}: the machine class "
-             "cannot be checked" for side, mc in (("baseline", bm), ("candidate", cm))
-             if any(k not in mc for k in MACHINE_CLASS)]
+    diffs, notes = [], []
+    cm = cand["machine_class"]
+    for bm in base["machine_classes"]:
+        diffs += [d for d in ({"field": f"hardware.{k}", "baseline": bm.get(k), "candidate": cm.get(k)}
+                              for k in MACHINE_CLASS if k in bm and k in cm and bm[k] != cm[k]) if d not in diffs]
+    for side in (base, cand):
+        gaps = {k for mc in side["machine_classes"] for k in MACHINE_CLASS if k not in mc}
+        if gaps:
+            notes.append(f"a {'baseline' if side is base else 'candidate'} run records no {', '.join(sorted(gaps))}: "
+                         "the machine class cannot be checked")
     bv, cv = base["versions"], cand["versions"]
     changed = [f"{k} {bv.get(k, '—')} -> {cv.get(k, '—')}" for k in sorted(set(bv) | set(cv))
                if bv.get(k) != cv.get(k) and k != "per_run"]
@@ -286,24 +325,35 @@ def environment(base: dict, cand: dict) -> tuple[list[dict], list[str]]:
     return diffs, notes
 
 
-def compare_runs(baseline: dict, candidate: dict, opts: Options | None = None) -> dict:
-    """The comparison document (comparison.json) of two loaded runs (``load``)."""
+def compare_runs(baseline, candidate, opts: Options | None = None) -> dict:
+    """The comparison document (comparison.json). ``baseline`` and ``candidate``: a loaded run or a
+    list of replicated runs (``load``)."""
     opts = (opts or Options()).check()
-    b_side, c_side = _side(baseline), _side(candidate)
+    bases = baseline if isinstance(baseline, list) else [baseline]
+    cands = candidate if isinstance(candidate, list) else [candidate]
+    b_side, c_side = _side(bases), _side(cands)
     machine_diffs, notes = environment(b_side, c_side)
-    b_rows, b_notes = _rows(baseline["summary"])
-    c_rows, c_notes = _rows(candidate["summary"])
-    notes += [f"baseline: {n}" for n in b_notes] + [f"candidate: {n}" for n in c_notes]
-    keys = list(c_rows) + [k for k in b_rows if k not in c_rows]
-    rows = [compare_row(b_rows.get(k), c_rows.get(k), machine_diffs, opts) for k in keys]
+    b_rows, c_rows = [], []
+    for runs, rows, side in ((bases, b_rows, "baseline"), (cands, c_rows, "candidate")):
+        for r in runs:
+            found, run_notes = _rows(r["summary"])
+            rows.append(found)
+            notes += [f"{side} {r.get('label')}: {n}" for n in run_notes]
+    keys = list(dict.fromkeys(k for rows in (c_rows, b_rows) for found in reversed(rows) for k in found))
+    per_key = {k: ([rows[k] for rows in b_rows if k in rows], [rows[k] for rows in c_rows if k in rows]) for k in keys}
+    tests = sum(1 for bs, cs in per_key.values() if bs and cs for p in INFERENCE
+                if bs[-1]["phases"][p]["status"] == "success" and cs[-1]["phases"][p]["status"] == "success")
+    level = 1 - (1 - opts.level) / max(tests, 1)
+    rows = [compare_row(bs, cs, machine_diffs, opts, level) for bs, cs in per_key.values()]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     return {"schema_version": SCHEMA_VERSION, "generated_at": now_iso(), "kind": "baseline_comparison",
-            "baseline": b_side, "candidate": c_side, "options": asdict(opts),
+            "baseline": b_side, "candidate": c_side, "options": {**asdict(opts), "latency_tests": tests,
+                                                                 "level_per_test": level},
             "environment": {"not_comparable": machine_diffs, "notes": notes},
             "counts": counts, "verdicts": rows}
 
 
-# ---- the gate and the summary ----------------------------------------------------------------------
+# ---- the gate --------------------------------------------------------------------------------------
 
 def parse_fail_on(text: str) -> tuple[str, ...]:
     """"regression,newly-failing" -> ("regression", "newly failing"); an unknown name is an error."""
@@ -319,30 +369,3 @@ def parse_fail_on(text: str) -> tuple[str, ...]:
 def gate(doc: dict, fail_on=DEFAULT_FAIL_ON) -> list[dict]:
     """The rows whose verdict is one of ``fail_on``: CI fails when this is not empty."""
     return [r for r in doc["verdicts"] if r["verdict"] in fail_on]
-
-
-def _who(side: dict) -> str:
-    v = side["versions"]
-    commit = (v.get("git_commit") or "?")[:12]
-    return f"core {v.get('core', '?')} @ {commit} ({side.get('generated_at') or '?'})"
-
-
-def summary_text(doc: dict, fail_on=DEFAULT_FAIL_ON) -> str:
-    """A few lines for a terminal or a pull-request comment (Markdown renders the list)."""
-    failing = gate(doc, fail_on)
-    counts = ", ".join(f"{n} {v}" for v, n in doc["counts"].items() if n)
-    head = (f"**Validation vs baseline: {'FAIL' if failing else 'PASS'}** — {len(doc['verdicts'])} rows: "
-            f"{counts or 'none'}" + (f" (gate: {', '.join(fail_on)})" if fail_on else " (no gate)"))
-    o = doc["options"]
-    lines = [head, "",
-             f"- baseline: {_who(doc['baseline'])}", f"- candidate: {_who(doc['candidate'])}",
-             f"- latency: median ratio candidate/baseline with {o['level']:.0%} bootstrap intervals; "
-             f"a change counts when significant and beyond {o['threshold']:.0%}"]
-    lines += [f"- note: {n}" for n in doc["environment"]["notes"]]
-    shown = [r for r in doc["verdicts"] if r["verdict"] != "unchanged"]
-    if shown:
-        lines.append("")
-    for r in sorted(shown, key=lambda r: VERDICTS.index(r["verdict"])):
-        lines.append(f"- {r['verdict'].upper()} {r['model']} ({r['mode']}): " + "; ".join(r["reasons"][:3])
-                     + (f" (+{len(r['reasons']) - 3} more)" if len(r["reasons"]) > 3 else ""))
-    return "\n".join(lines)

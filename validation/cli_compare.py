@@ -46,10 +46,37 @@ def options(args) -> tuple[baseline.Options, tuple[str, ...]]:
     return opts, baseline.parse_fail_on(args.fail_on)
 
 
+def _who(side: dict) -> str:
+    v = side["versions"]
+    runs = f", {side['runs']} runs" if side.get("runs", 1) > 1 else ""
+    return f"core {v.get('core', '?')} @ {(v.get('git_commit') or '?')[:12]} ({side.get('generated_at') or '?'}{runs})"
+
+
+def summary_text(doc: dict, fail_on=baseline.DEFAULT_FAIL_ON) -> str:
+    """A few lines for a terminal or a pull-request comment (Markdown renders the list)."""
+    failing = baseline.gate(doc, fail_on)
+    counts = ", ".join(f"{n} {v}" for v, n in doc["counts"].items() if n)
+    o = doc["options"]
+    lines = [f"**Validation vs baseline: {'FAIL' if failing else 'PASS'}** — {len(doc['verdicts'])} rows: "
+             f"{counts or 'none'}" + (f" (gate: {', '.join(fail_on)})" if fail_on else " (no gate)"), "",
+             f"- baseline: {_who(doc['baseline'])}", f"- candidate: {_who(doc['candidate'])}",
+             f"- latency: median ratio candidate/baseline, {o['level']:.0%} intervals over the whole comparison "
+             f"({o['latency_tests']} tests); a change counts when significant and beyond {o['threshold']:.0%}"]
+    lines += [f"- note: {n}" for n in doc["environment"]["notes"]]
+    shown = sorted((r for r in doc["verdicts"] if r["verdict"] != "unchanged"),
+                   key=lambda r: baseline.VERDICTS.index(r["verdict"]))
+    if shown:
+        lines.append("")
+    for r in shown:
+        lines.append(f"- {r['verdict'].upper()} {r['model']} ({r['mode']}): " + "; ".join(r["reasons"][:3])
+                     + (f" (+{len(r['reasons']) - 3} more)" if len(r["reasons"]) > 3 else ""))
+    return "\n".join(lines)
+
+
 def finish(doc: dict, out: Path, fail_on, summary_file: Path | None) -> int:
     """Write comparison.json (and the summary), print the summary; the gate's exit code."""
     write_document(out, doc, "baseline_comparison")
-    text = baseline.summary_text(doc, fail_on)
+    text = summary_text(doc, fail_on)
     if summary_file:
         write_text_atomic(summary_file, text + "\n")
     print(text)
@@ -60,8 +87,9 @@ def finish(doc: dict, out: Path, fail_on, summary_file: Path | None) -> int:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m validation compare",
                                  description="Compare a candidate run with a baseline run, model row by model row.")
-    ap.add_argument("baseline", type=Path, help="the baseline: a run directory (the runner's --out) or an "
-                                                "archived run (a JSON file of validation history)")
+    ap.add_argument("baseline", type=Path, help="the baseline: a run directory (the runner's --out), an "
+                                                "archived run (a JSON file of validation history), or a "
+                                                "directory of several such runs of one release (replicas)")
     ap.add_argument("candidate", type=Path, help="the candidate, likewise")
     ap.add_argument("--out", type=Path, help=f"where comparison.json goes (default: CANDIDATE/{OUT_NAME}, "
                                              f"or ./{OUT_NAME} when CANDIDATE is a file)")
@@ -82,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m validation compare: {e}", file=sys.stderr)
         return 2
     doc = baseline.compare_runs(base, cand, opts)
-    out = args.out or (args.candidate / OUT_NAME if args.candidate.is_dir() else Path(OUT_NAME))
+    out = args.out or (args.candidate / OUT_NAME if args.candidate.is_dir() and len(cand) == 1 else Path(OUT_NAME))
     return finish(doc, out, fail_on, args.summary)
 
 

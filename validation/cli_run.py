@@ -35,8 +35,10 @@ def parser() -> argparse.ArgumentParser:
                     help="also measure quantised variants of each ONNX model (INT8, FP16) and of each F16 "
                          "GGUF model (Q8_0, Q4_K_M) against their parent: <out>/quantisation.json")
     ap.add_argument("--baseline", type=Path, metavar="RUN",
-                    help="compare this run with a baseline run (a run directory or an archived run): "
-                         "<out>/comparison.json, a summary, and the gate's exit code (see --fail-on)")
+                    help="compare this run with a baseline: a run directory, an archived run, or a directory "
+                         "of several runs of one release (replicas: what keeps false alarms rare on a busy "
+                         "machine); writes <out>/comparison.json and a summary, and exits with the gate's "
+                         "code (see --fail-on)")
     gate_options(ap)
     return ap
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if not outcome.results:
             print("python -m validation run: nothing ran, so nothing is compared with the baseline", file=sys.stderr)
             return 1
-        doc = baseline.compare_runs(base, baseline.load(args.out), opts)
+        doc = baseline.compare_runs(base, baseline.load(args.out), opts)   # base: loaded before the run
         print()
         return finish(doc, args.out / OUT_NAME, fail_on, args.summary)
     return 0 if outcome.passed else 1

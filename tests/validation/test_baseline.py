@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from validation import baseline, metrics
-from validation.cli_compare import main as compare_main
+from validation.cli_compare import main as compare_main, summary_text
 from validation.results import Interval, ModelResult, Parity, PhaseResult, latest_summary
 from validation.stats import percentile_ci
 
@@ -62,7 +62,7 @@ def test_the_same_distribution_twice_is_unchanged_on_every_metric():
     assert [m["phase"] for m in lat] == ["inference_small", "inference_large"]
     for m in lat:
         assert m["ratio"]["ci_low"] <= 1.0 <= m["ratio"]["ci_high"] or abs(m["ratio"]["value"] - 1) < 0.05
-        assert "bootstrap of 30 and 30 requests" in m["note"]
+        assert "bootstrap of 30 and 30 requests of one run each" in m["note"]
     # install and register: one sample each, shown with their ratio, never judged
     times = {m["phase"]: m for m in v["bert"]["metrics"] if m["kind"] == "time"}
     assert times["install"]["verdict"] == "not tested" and times["install"]["ratio"]["value"] == 1.0
@@ -212,17 +212,17 @@ def test_summary_text_reads_as_a_pr_comment():
     doc = baseline.compare_runs(run(record("a", seed=1), record("b", seed=2)),
                                 run(record("a", seed=3, scale=1.5), record("b", seed=4),
                                     versions={**rd.VERSIONS, "git_commit": "f00dfeed" * 5, "core": "0.2.0"}))
-    text = baseline.summary_text(doc)
+    text = summary_text(doc)
     lines = text.splitlines()
     assert lines[0] == ("**Validation vs baseline: FAIL** — 2 rows: 1 regression, 1 unchanged "
                         "(gate: regression, newly failing)")
     assert "- candidate: core 0.2.0 @ f00dfeedf00d" in text
     assert "- note: versions: core 0.1.0 -> 0.2.0; git_commit 7e48640 -> " + "f00dfeed" * 5 in text
     assert re.match(r"- REGRESSION a \(userspace\): inference_small latency: 1\.[45]\dx \[1\.\d\d, 1\.\d\d\] "
-                    r"\(4\.\d+ -> [56]\.\d+ ms; slower by \d\d%; bootstrap of 30 and 30 requests\); "
+                    r"\(4\.\d+ -> [56]\.\d+ ms; slower by \d\d%; bootstrap of 30 and 30 requests of one run each\); "
                     r"inference_large latency", lines[-1])
     assert "b (userspace)" not in text                          # unchanged rows are counted, not listed
-    assert baseline.summary_text(doc, ()).startswith("**Validation vs baseline: PASS**")
+    assert summary_text(doc, ()).startswith("**Validation vs baseline: PASS**")
 
 
 def test_options_are_checked():
@@ -261,7 +261,7 @@ def test_compare_cli_writes_comparison_json_and_gates(tmp_path, capsys):
 def test_an_archived_run_file_is_a_baseline(tmp_path):
     path = tmp_path / "0.1.0-7e48640.json"
     metrics.write_json_atomic(path, run(record(seed=1))["summary"])
-    loaded = baseline.load(path)
+    [loaded] = baseline.load(path)
     assert loaded["label"] == "0.1.0-7e48640" and loaded["summary"]["models"][0]["model_name"] == "bert"
     doc = baseline.compare_runs(loaded, run(record(seed=2)))
     assert doc["verdicts"][0]["verdict"] == "unchanged"
@@ -269,3 +269,49 @@ def test_an_archived_run_file_is_a_baseline(tmp_path):
     bad.write_text(json.dumps({"schema_version": "2.0"}))
     with pytest.raises(metrics.SchemaVersionError, match="major 2"):
         baseline.load(bad)
+
+
+def _drifting(n_runs, seed, scale=1.0, names=("a", "b", "c")):
+    """Runs whose every request is tight around its median, but whose median moves from run to run by
+    up to +-15% (a shared machine): what one run's interval cannot see."""
+    rng = np.random.default_rng(seed)
+    return [run(*(record(name, seed=int(rng.integers(1 << 30)), scale=scale * float(rng.uniform(0.85, 1.15)))
+                  for name in names)) for _ in range(n_runs)]
+
+
+def test_replicated_runs_see_the_drift_that_one_run_cannot():
+    base, same = _drifting(4, seed=11), _drifting(1, seed=12)
+    one_run = baseline.compare_runs(base[-1], same[0])
+    replicas = baseline.compare_runs(base, same[0])
+    # one run a side: tight per-request intervals call the machine's drift a change
+    assert one_run["counts"]["unchanged"] < 3
+    # four baseline runs: their spread is part of the interval, and nothing is called
+    assert replicas["counts"]["unchanged"] == 3
+    lat = [m for r in replicas["verdicts"] for m in r["metrics"] if m["kind"] == "latency"]
+    assert all("t-interval over 4 baseline and 1 candidate runs" in m["note"] for m in lat)
+    assert all(m["ratio"]["n"] == 5 for m in lat)
+    # a real slowdown stands out of that spread once it is well past it: with four runs (3 degrees
+    # of freedom) and 6 tests, the band is about 2x wide here
+    slow = baseline.compare_runs(base, _drifting(1, seed=13, scale=3.0)[0])
+    assert slow["counts"]["regression"] == 3
+    assert all(m["ratio"]["ci_low"] > 1.1 for r in slow["verdicts"] for m in r["metrics"] if m["kind"] == "latency")
+
+
+def test_the_level_holds_for_the_whole_comparison():
+    doc = baseline.compare_runs(run(record("a", seed=1), record("b", seed=2)),
+                                run(record("a", seed=3), record("b", seed=4)), baseline.Options(level=0.95))
+    assert doc["options"]["latency_tests"] == 4
+    assert doc["options"]["level_per_test"] == pytest.approx(1 - 0.05 / 4)
+
+
+def test_a_directory_of_runs_is_replicas(tmp_path):
+    for i, r in enumerate(_drifting(3, seed=5)):
+        metrics.write_latest(tmp_path / "baseline" / f"run{i}" / "userspace", r["summary"])
+    runs = baseline.load(tmp_path / "baseline")
+    assert [r["label"] for r in runs] == ["run0", "run1", "run2"]
+    assert baseline.load(tmp_path / "baseline" / "run1")[0]["label"] == "run1"     # the runner's --out: one run
+    doc = baseline.compare_runs(runs, _drifting(1, seed=6)[0])
+    assert doc["baseline"]["runs"] == 3 and doc["counts"]["unchanged"] == 3
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(metrics.MetricsError, match="holds no validator run"):
+        baseline.load(tmp_path / "empty")

@@ -86,4 +86,4 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert "unknown suite 'nosuch'" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "validation", "frobnicate"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown command 'frobnicate'; choose one of run, report" in proc.stderr
+    assert proc.returncode == 2 and "unknown command 'frobnicate'; choose one of run, report, compare, history" in proc.stderr
