@@ -218,6 +218,7 @@ def onnx_variants(parent: Path, out_dir: Path, category: str, calibration: Itera
         except Exception as e:  # onnxruntime's tools raise anything; the row records it
             v.status, v.error = ("not applicable" if "NOT_IMPLEMENTED" in str(e) or "implementation" in str(e)
                                  else "failed"), f"{type(e).__name__}: {str(e)[:400]}"
+        v.recommended = v.recommended and v.status == "made"
         made.append(v)
     return made
 

@@ -110,7 +110,8 @@ def quantisation_view(doc: dict | None, dirs: list[str]) -> dict:
     for r in doc["rows"]:
         sp = r.get("speed")
         head = (r.get("drift") or {}).get("headline")
-        rows.append({"model": r["model"], "variant": r["variant"], "recommended": r.get("recommended"),
+        rows.append({"model": r["model"], "variant": r["variant"],
+                     "recommended": r.get("recommended") and r["status"] == "measured",
                      "method": r["method"] or "—", "why": r.get("why") or "", "status": r["status"],
                      "error": r.get("error") or "",
                      "size": (f"{size(r['bytes'])} ({r['size_ratio']:.2f}×)" if r.get("size_ratio") else size(r.get("bytes"))),
@@ -147,7 +148,7 @@ def attach(run: dict, dirs: list, history_dir=None) -> dict:
     run["history"], run["history_missing"] = None, "no history directory given (report --history DIR)"
     if history_dir is not None:
         entries = history.load(history_dir)
-        run["history"] = history.series(entries, current=run)
+        run["history"] = history.series(entries, current=run) if entries else None
         run["history_missing"] = None if entries else f"{history_dir} holds no archived run"
     return run
 
