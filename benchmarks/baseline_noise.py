@@ -3,6 +3,7 @@ same code on one machine (every difference between them is noise) and runs made 
 (validation.cpu_hog), all of one model set.
 
     python -m benchmarks.baseline_noise analyse --same DIR... [--slowed DIR...] [--json OUT]
+    python -m benchmarks.baseline_noise render benchmarks/results/baseline-noise.json
 
 For every way of splitting the same-code runs into a baseline and a candidate it counts the
 comparisons that call any latency row a regression (or an improvement): with one baseline run
@@ -77,12 +78,20 @@ def render(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.baseline_noise")
-    ap.add_argument("command", choices=["analyse"])
-    ap.add_argument("--same", nargs="+", type=Path, required=True, help="runs of the same code")
+    ap.add_argument("command", choices=["analyse", "render"])
+    ap.add_argument("json_in", nargs="?", type=Path, help="render: a result JSON (benchmarks/results/baseline-noise.json)")
+    ap.add_argument("--same", nargs="+", type=Path, help="analyse: runs of the same code")
     ap.add_argument("--slowed", nargs="*", type=Path, default=[], help="runs made slower on purpose")
     ap.add_argument("--threshold", type=float, default=baseline.Options().threshold)
     ap.add_argument("--json", type=Path, help="write the result here")
     args = ap.parse_args(argv)
+    if args.command == "render":
+        if args.json_in is None:
+            ap.error("render needs the result JSON")
+        print(render(json.loads(args.json_in.read_text())))
+        return 0
+    if not args.same:
+        ap.error("analyse needs --same RUN...")
     result = analyse(args.same, args.slowed, opts=baseline.Options(threshold=args.threshold))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
