@@ -39,7 +39,7 @@ def _tally(docs: list[dict], kind: str) -> dict:
             "ratios": sorted(round(m["ratio"]["value"], 3) for m in rows)}
 
 
-def analyse(same: list[Path], slowed: list[Path], ks=(1, 3), opts: baseline.Options | None = None) -> dict:
+def analyse(same: list[Path], slowed: list[Path], ks=(1, 3, 5), opts: baseline.Options | None = None) -> dict:
     runs = [baseline.load(p)[0] for p in same]
     slow = [baseline.load(p)[0] for p in slowed]
     out = {"same_runs": [str(p) for p in same], "slowed_runs": [str(p) for p in slowed],
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--same", nargs="+", type=Path, help="analyse: runs of the same code")
     ap.add_argument("--slowed", nargs="*", type=Path, default=[], help="runs made slower on purpose")
     ap.add_argument("--threshold", type=float, default=baseline.Options().threshold)
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 3, 5], help="baseline sizes to try (default 1 3 5)")
     ap.add_argument("--json", type=Path, help="write the result here")
     args = ap.parse_args(argv)
     if args.command == "render":
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.same:
         ap.error("analyse needs --same RUN...")
-    result = analyse(args.same, args.slowed, opts=baseline.Options(threshold=args.threshold))
+    result = analyse(args.same, args.slowed, ks=args.k, opts=baseline.Options(threshold=args.threshold))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

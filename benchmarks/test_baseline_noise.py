@@ -50,7 +50,7 @@ def test_false_alarms_and_detection(benchmark):
                 slowed.append(_run(d / "slowed" / f"run{i}", cache))
 
     benchmark.pedantic(make_runs, rounds=1, iterations=1)
-    result = baseline_noise.analyse(same, slowed, ks=(1, 3))
+    result = baseline_noise.analyse(same, slowed)
     result.update(models=MODELS, nice=NICE, runs_dir=str(d))
     benchmark.extra_info.update(result)
     OUT.parent.mkdir(parents=True, exist_ok=True)

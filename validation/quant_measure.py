@@ -253,6 +253,10 @@ class Collector:
     rows: list = dataclasses.field(default_factory=list)
 
 
+def failed_row(spec, pkg_format: str, error: str) -> dict:
+    return _row(spec, pkg_format, None, quantize.Variant("—", "", "", "failed", error=error))
+
+
 def document(rows: list[dict], mode: str, rounds: int, versions: dict, hardware: dict) -> dict:
     from .environment import machine_class
     from .results import SCHEMA_VERSION, now_iso

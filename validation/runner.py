@@ -124,13 +124,16 @@ def _model_in_mode(core: CoreServer, sampler, spec: ModelSpec, install: PhaseRes
         sampler.label = "load"
         result.phases[f"inference_{size}"] = run_phase(core, spec, size, ctx)
         sampler.label = "idle"
-    if quant is not None and all(result.phases[f"inference_{s}"].status in ("success", "skipped")
-                                 for s in ("small", "large")):
-        from .quant_measure import measure
+    if quant is not None and all(result.phases[f"inference_{size}"].status in ("success", "skipped")
+                                 for size in ("small", "large")):
+        from .quant_measure import failed_row, measure
 
         progress.note(f"{mode}: {spec.name}: quantised variants")
         sampler.label = "quantisation"     # kept apart from the phases' load figures
-        quant.rows += measure(core, spec, result.format, ctx, quant.work, quant.rounds)
+        try:
+            quant.rows += measure(core, spec, result.format, ctx, quant.work, quant.rounds)
+        except Exception as e:  # the model passed its phases: a quantisation bug is the variants' row, not its
+            quant.rows.append(failed_row(spec, result.format, f"validator error: {type(e).__name__}: {e}"))
         sampler.label = "idle"
     core.call("DELETE", f"/v1/models/{quote(model_id, safe='')}", timeout=60)  # frees memory for the next
     return result

@@ -136,3 +136,28 @@ def test_the_runner_measures_each_variant_against_its_parent(quantised):
     assert rows[("resnet", "int8-static")]["calibration"]["samples"] == quantize.CALIBRATION_SAMPLES
     # fp16 keeps the outputs within half precision: near-identical classes
     assert rows[("resnet", "fp16")]["drift"]["cosine_min"] > 0.999
+
+
+def test_gguf_rows_of_the_offline_suite(tmp_path_factory, axon_cache):
+    """Q8_0 and Q4_K_M of an F16 GGUF LLM of the offline suite, made with llama.cpp and measured in a
+    run. The F16 parent must be converted from a transformers checkpoint (requantising the demo's
+    Q4_K_M measures nothing), so this waits for the suite's GGUF entries to be enabled."""
+    from validation.config import load_suite
+
+    spec = next((m for m in load_suite("offline").models.values()
+                 if m.format == "gguf" and m.enabled and (m.source or "").startswith("tiny:")), None)
+    if spec is None:
+        pytest.skip("no F16 GGUF LLM is enabled in the offline suite: its tiny LLMs become GGUF only with a "
+                    "SafeTensors -> GGUF converter (validation/config/offline/models.yaml, *-gguf entries)")
+    out = tmp_path_factory.mktemp("gguf-quantised")
+    outcome = run(RunOptions(suite="offline", models=[spec.name], mode="userspace", out_dir=out, repetitions=2,
+                             progress=False, cache_dir=axon_cache, quantize=True, quantize_rounds=3))
+    assert outcome.passed
+    rows = {r["variant"]: r for r in metrics.read_document(out / "quantisation.json", "quantisation")["rows"]}
+    assert set(rows) == {"Q8_0", "Q4_K_M"}
+    for r in rows.values():
+        assert r["status"] == "measured", r["error"]
+        assert r["bytes"] < r["parent_bytes"] and r["details"]["parent_precision"] in ("F16", "BF16", "F32")
+        assert r["speed"]["metric"].startswith("tokens/s") and r["speed"]["parent"]["value"] > 0
+        assert r["drift"]["kind"] == "generator" and 0 <= r["drift"]["token_agreement"] <= 1
+    assert rows["Q4_K_M"]["bytes"] < rows["Q8_0"]["bytes"]
