@@ -315,3 +315,12 @@ def test_a_directory_of_runs_is_replicas(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(metrics.MetricsError, match="holds no validator run"):
         baseline.load(tmp_path / "empty")
+
+
+def test_run_refuses_a_bad_baseline_before_running(tmp_path, capsys):
+    from validation.cli_run import main as run_main
+
+    assert run_main(["--model", "bert", "--out", str(tmp_path / "out"), "--baseline", str(tmp_path / "nope")]) == 2
+    assert "--baseline: " in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert run_main(["--baseline", str(tmp_path), "--fail-on", "bogus", "--out", str(tmp_path / "out")]) == 2
+    assert "unknown verdict 'bogus'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ converted once.
 - a run whose core is slowed from outside (validation.cpu_hog: a busy process per CPU, the
   core's threads lowered to nice 10 once it serves), against those four: both model rows a
   regression;
-- a run where Silero VAD is made to fail (its suite sends 16 samples, which its STFT refuses)
+- a run where Silero VAD is made to fail (its suite sends 16 samples, which its STFT padding refuses)
   and BERT's hub repo holds other weights (a new revision): newly failing, not comparable.
 
 One run a side would not do for the first two here: on this shared 2-CPU machine whole runs drift
@@ -24,6 +24,7 @@ import yaml
 
 from validation import baseline, metrics
 from validation.cli_compare import main as compare_main
+from validation.cli_run import main as run_main
 from validation.config import CONFIG_ROOT
 from validation.cpu_hog import CpuHog
 from validation.runner import RunOptions, run
@@ -61,8 +62,11 @@ def runs(tmp_path_factory, axon_cache):
     with CpuHog(renice="mlos_core", nice=10) as hog:
         slowed = _run(d / "slowed", cache)
     assert slowed.passed and hog.reniced, "the slowed run must run, on a lowered core"
-    changed = _run(d / "changed", cache, _changed_suite(d / "suite"))
-    return {"dir": d, "same": same, "slowed": d / "slowed", "changed": d / "changed"}
+    # this one through the command line, as CI runs it: compared with the first run at its end
+    rc = run_main(["--suite", str(_changed_suite(d / "suite")), "--mode", "userspace", "--out", str(d / "changed"),
+                   "--repetitions", str(REPS), "--cache", str(cache), "--quiet", "--baseline", str(same[0]),
+                   *[a for m in MODELS for a in ("--model", m)]])
+    return {"dir": d, "same": same, "slowed": d / "slowed", "changed": d / "changed", "changed_rc": rc}
 
 
 def _by_model(doc):
@@ -119,11 +123,14 @@ def test_a_run_slowed_from_outside_is_a_regression_on_both_rows(runs, tmp_path, 
 
 
 def test_a_failing_model_and_a_new_revision(runs):
-    doc = baseline.compare_runs(baseline.load(runs["same"][0]), baseline.load(runs["changed"]))
+    assert runs["changed_rc"] == 1                         # the gate: newly failing is in the default --fail-on
+    doc = metrics.read_document(runs["changed"] / "comparison.json", "baseline_comparison")
+    assert doc == {**baseline.compare_runs(baseline.load(runs["same"][0]), baseline.load(runs["changed"])),
+                   "generated_at": doc["generated_at"]}
     v = _by_model(doc)
     assert v["silero-vad"]["verdict"] == "newly failing"
     assert v["silero-vad"]["reasons"][0].startswith("inference_small now failed: ")
-    assert "Invalid input shape" in v["silero-vad"]["reasons"][0]
+    assert "onnxruntime refused the inputs" in v["silero-vad"]["reasons"][0]         # its own words: 16 samples
     assert v["bert"]["verdict"] == "not comparable"
     diffs = {d["field"]: d for d in v["bert"]["not_comparable"]}
     assert diffs["revision"]["baseline"] != diffs["revision"]["candidate"]
