@@ -4,15 +4,20 @@ in userspace mode, sharing one axon-py cache (the ``axon_cache`` fixture) so tha
 converted once.
 
 - four runs of the same code: three as the baseline, the fourth as the candidate: no regression;
-- a run whose core is slowed from outside (validation.cpu_hog: a busy process per CPU, the
-  core's threads lowered to nice 10 once it serves), against those four: both model rows a
-  regression;
+- a run whose core is slowed from outside (validation.cpu_hog: the core's threads lowered to
+  nice 15 and pinned to the CPU of a busy process, once it serves), against those four: both model
+  rows a regression;
 - a run where Silero VAD is made to fail (its suite sends 16 samples, which its STFT padding refuses)
   and BERT's hub repo holds other weights (a new revision): newly failing, not comparable.
 
-One run a side would not do for the first two here: on this shared 2-CPU machine whole runs drift
-by up to 3x (docs/validation-ci.md), which a bootstrap over one run's requests cannot see, so the
-baseline is replicated, as that page advises for CI.
+One run a side would not do for the first two here: on this shared 2-CPU machine whole runs of
+the same code drift by a median 2x (docs/validation-ci.md), which a bootstrap over one run's
+requests cannot see, so the baseline is replicated, as that page advises for CI. The price is an
+interval as wide as that drift (up to about 20x with four runs when the machine is loaded), so the
+slowed core is made tens of times slower whatever else the machine does: lowered to nice 15 and
+pinned to one CPU with a busy process (lowered but free to move, it ran at full speed whenever its
+CPU was idle, and a row hid in the interval). The same-code check runs at 99% for the whole
+comparison: at 95% this machine's bursts gave 1 false regression in 60 comparisons of its runs.
 """
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def runs(tmp_path_factory, axon_cache):
         outcome = _run(d / "same" / f"run{i}", cache)
         assert outcome.passed, [(r.model_name, r.status) for r in outcome.results]
         same.append(d / "same" / f"run{i}")
-    with CpuHog(renice="mlos_core", nice=10) as hog:
+    with CpuHog(renice="mlos_core", nice=15, pin=0, delay_s=2) as hog:
         slowed = _run(d / "slowed", cache)
     assert slowed.passed and hog.reniced, "the slowed run must run, on a lowered core"
     # this one through the command line, as CI runs it: compared with the first run at its end
@@ -95,7 +100,7 @@ def test_the_same_code_again_is_no_regression(runs, tmp_path, capsys):
     base.mkdir()
     for r in runs["same"][:3]:
         (base / r.name).symlink_to(r)
-    rc = compare_main([str(base), str(runs["same"][3]), "--out", str(tmp_path / "c.json")])
+    rc = compare_main([str(base), str(runs["same"][3]), "--out", str(tmp_path / "c.json"), "--level", "0.99"])
     out = capsys.readouterr().out
     doc = metrics.read_document(tmp_path / "c.json", "baseline_comparison")
     assert rc == 0, out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import history
-from ..metrics import MetricsError, read_document
+from ..metrics import read_document
 from .format import NOT_MEASURED, interval, ms, num, size, speedup
 from .svg_points import MARKS, release_chart, scatter
 
