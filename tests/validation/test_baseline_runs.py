@@ -78,6 +78,12 @@ def runs(tmp_path_factory, axon_cache):
     return {"dir": d, "same": same, "slowed": d / "slowed", "changed": d / "changed", "changed_rc": rc}
 
 
+def _latency_table(doc) -> str:
+    return "\n".join(f"{r['model']} {m['phase']}: {m['baseline']:.3g} -> {m['candidate']:.3g} ms, "
+                     f"{m['ratio']['value']:.3g}x [{m['ratio']['ci_low']:.3g}, {m['ratio']['ci_high']:.3g}] {m['verdict']}"
+                     for r in doc["verdicts"] for m in r["metrics"] if m["kind"] == "latency")
+
+
 def _by_model(doc):
     return {r["model"]: r for r in doc["verdicts"]}
 
@@ -105,8 +111,8 @@ def test_the_same_code_again_is_no_regression(runs, tmp_path, capsys):
     for r in runs["same"][:3]:
         (base / r.name).symlink_to(r)
     rc = compare_main([str(base), str(runs["same"][3]), "--out", str(tmp_path / "c.json"), "--level", "0.99"])
-    out = capsys.readouterr().out
     doc = metrics.read_document(tmp_path / "c.json", "baseline_comparison")
+    out = capsys.readouterr().out + "\n" + _latency_table(doc)
     assert rc == 0, out
     assert doc["baseline"]["runs"] == 3 and doc["counts"]["unchanged"] == 2, out
     lat = [m for r in doc["verdicts"] for m in r["metrics"] if m["kind"] == "latency"]
@@ -119,8 +125,8 @@ def test_runs_slowed_from_outside_are_a_regression_on_both_rows(runs, tmp_path, 
     for r in runs["same"]:
         (base / r.name).symlink_to(r)
     rc = compare_main([str(base), str(runs["slowed"]), "--out", str(tmp_path / "c.json")])
-    out = capsys.readouterr().out
     doc = metrics.read_document(tmp_path / "c.json", "baseline_comparison")
+    out = capsys.readouterr().out + "\n" + _latency_table(doc)      # every row's figures, should it fail
     assert rc == 1 and doc["counts"]["regression"] == 2, out
     for r in doc["verdicts"]:
         lat = [m for m in r["metrics"] if m["kind"] == "latency"]
