@@ -147,11 +147,15 @@ def _run_mode(mode: str, specs, installs, suite, opts, work, refs, progress,
     core = CoreServer(work / "core", mode).start(suite.settings["core_start_timeout"])
     startup_ms = core.startup_s * 1000.0
     try:
-        status, health = core.call("GET", "/health", timeout=30)
-    except OSError as e:                  # a core too slow to answer is recorded, not a reason to stop
-        status, health = 0, f"GET /health: {e}"
+        try:
+            status, health = core.call("GET", "/health", timeout=30)
+        except OSError as e:              # a core too slow to answer is recorded, not a reason to stop
+            status, health = 0, f"GET /health: {e}"
+        sampler = environment.ResourceSampler(core.proc.pid).start()
+    except BaseException:                 # never leave a core running behind a failed start
+        core.stop()
+        raise
     kernel_block = health.get("kernel") if status == 200 and isinstance(health, dict) else {"error": str(health)[:300]}
-    sampler = environment.ResourceSampler(core.proc.pid).start()
     t0 = time.perf_counter()
     results = []
     try:
