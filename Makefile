@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster kmod kmod-test clean
+.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -120,6 +120,15 @@ bench-llm: setup
 	$(PY) -m pytest benchmarks/test_llm.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/llm.json -q
 	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
+
+# The baseline comparison's false-alarm rate and power: the validator run MLOS_BENCH_BASE_RUNS times
+# (6) on the same code and MLOS_BENCH_BASE_SLOWED times (2) with its core slowed from outside, every
+# split into baseline and candidate compared, one baseline run and three (docs/validation-ci.md).
+bench-baseline: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_baseline_noise.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/baseline-bench.json -q
+	$(PY) -m benchmarks.baseline_noise render $(BENCH_DIR)/baseline-noise.json
 
 # The Open Inference Protocol paths (JSON, binary, system shared memory) next to Triton (PyTriton)
 # and MLServer on a ResNet-50-sized model. The peers get their own virtualenvs: nvidia-pytriton

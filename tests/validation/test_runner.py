@@ -86,7 +86,7 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert "unknown suite 'nosuch'" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "validation", "frobnicate"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown command 'frobnicate'; choose one of run, report" in proc.stderr
+    assert proc.returncode == 2 and "unknown command 'frobnicate'; choose one of run, report, compare, history" in proc.stderr
 
 
 def test_the_rows_of_the_other_repositories_pass_with_parity_against_their_frameworks(tmp_path):
