@@ -19,7 +19,7 @@ $(PY):
 # to serve them, so it is installed without them. llama-cpp-python compiles llama.cpp for a
 # generic x86-64 (GGML_NATIVE=OFF) so the wheel pip caches runs on any machine of this kind.
 $(STAMP): pyproject.toml | $(PY)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,tune]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 

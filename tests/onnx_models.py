@@ -150,3 +150,24 @@ def center_rows(path: Path, width: int = 4) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
     )
     return _save(graph, path, ir_version=8)
+
+
+def deep_matmul(path: Path, width: int = 1024, rounds: int = 8, io: int = 16) -> Path:
+    """x [batch, io] -> ``rounds`` MatMuls by one orthogonal [width, width] matrix -> [batch, io]:
+    small requests, heavy compute that a batch shares (one GEMM over the rows instead of a GEMV
+    per row: several times less time per row), so batching must win at high concurrency."""
+    rng = np.random.default_rng(0)
+    w = np.linalg.qr(rng.standard_normal((width, width)))[0].astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W_in"], ["h0"])]
+    nodes += [helper.make_node("MatMul", [f"h{i}", "W"], [f"h{i + 1}"]) for i in range(rounds)]
+    nodes.append(helper.make_node("MatMul", [f"h{rounds}", "W_out"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "deep_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", io])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", io])],
+        initializer=[numpy_helper.from_array((rng.standard_normal((io, width)) / np.sqrt(io)).astype(np.float32), "W_in"),
+                     numpy_helper.from_array(w, "W"),
+                     numpy_helper.from_array((rng.standard_normal((width, io)) / np.sqrt(width)).astype(np.float32),
+                                             "W_out")],
+    )
+    return _save(graph, path)
