@@ -3,8 +3,9 @@ configurations measured in the same time window, with the validator's bootstrap 
 (``validation.stats``: percentile intervals, ratio intervals and their verdict).
 
 Throughput has no per-request sample, so each run's measured window is cut into equal slices
-(8 per run) and each slice's rate is one sample: the interval is the bootstrap interval of the
-median slice, and two configurations' throughputs compare through their slices. Latencies are
+(8 per run) and each slice's rate is one sample: the throughput is their mean (completed requests
+over the measured time), its interval the bootstrap interval of that mean, and two
+configurations' throughputs compare as the ratio of their means. Latencies are
 bootstrapped per request. The bootstrap draws 2,000 resamples of the whole sample, so a sample
 larger than ``CAP`` requests is first thinned to ``CAP`` (uniformly, fixed seed) for the
 interval; the point value always comes from every request.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from validation.stats import percentile_ci, ratio_ci
+from validation.stats import mean_ci, percentile_ci, ratio_ci
 
 from .slo import Objective
 
@@ -64,10 +65,8 @@ def metrics(runs: list[dict], llm: bool) -> dict:
     out: dict = {"runs": len(runs), "window_s": round(window, 3), "completed": completed, "errors": errors,
                  "error_rate": errors / (completed + errors) if completed + errors else None,
                  "throughput_unit": "tokens/s" if llm else "requests/s"}
-    tp = _interval(samples(runs, "throughput", llm), 50)
-    if tp:
-        tp["mean"] = (sum(float(r.get("tokens", 0)) for r in runs) if llm else completed) / window if window else None
-    out["throughput"] = tp
+    slices = samples(runs, "throughput", llm)
+    out["throughput"] = mean_ci(slices) if slices.size else None
     series = ("latency", "ttft", "tpot") if llm else ("latency",)
     for name in series:
         a = samples(runs, name, llm)
@@ -89,10 +88,11 @@ def compare(a_runs: list[dict], b_runs: list[dict], objective: Objective, llm: b
     A/B of the objective's median with its interval, and whether A is better, worse, or not
     significantly different."""
     a, b = samples(a_runs, objective.samples, llm), samples(b_runs, objective.samples, llm)
-    if a.size == 0 or b.size == 0 or not np.percentile(b, 50) > 0:
+    if a.size == 0 or b.size == 0 or not (b.mean() if objective.samples == "throughput" else np.percentile(b, 50)) > 0:
         return None
-    r = ratio_ci(_cap(a), _cap(b), 50)
-    r["ratio"] = float(np.percentile(a, 50) / np.percentile(b, 50))
+    mean = objective.samples == "throughput"
+    r = ratio_ci(_cap(a), _cap(b), 50, mean=mean)
+    r["ratio"] = float(a.mean() / b.mean()) if mean else float(np.percentile(a, 50) / np.percentile(b, 50))
     if r["verdict"] != "no significant difference":
         higher = r["verdict"] == "higher"
         r["verdict"] = "better" if higher == objective.higher_is_better else "worse"

@@ -63,28 +63,28 @@ class OptunaSearch:
         if sampler == "random":
             s = optuna.samplers.RandomSampler(seed=seed)
         else:
-            s = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4,
-                                           constraints_func=lambda t: t.user_attrs.get("constraint", (0.0,)))
+            s = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
         self.study = optuna.create_study(direction="maximize" if higher_is_better else "minimize", sampler=s)
-        self._open: dict[str, object] = {}
+        self._open: dict[str, list] = {}
 
     def ask(self) -> dict | None:
         trial = self.study.ask(self.distributions)
         config = {n: trial.params[n] for n in self.distributions}
-        self._open[key(config)] = trial
+        self._open.setdefault(key(config), []).append(trial)
         return config
 
     def tell(self, config: dict, value: float | None, violation: float) -> None:
         t = self._optuna.trial
-        trial = self._open.pop(key(config), None)
+        waiting = self._open.get(key(config)) or []
+        trial = waiting.pop(0) if waiting else None
         if trial is None:     # resumed: a configuration measured before this process started
             if not all(n in config for n in self.distributions):
                 return
             try:
                 params = {n: config[n] for n in self.distributions}
-                frozen = t.create_trial(params=params, distributions=self.distributions,
-                                        value=value, state=t.TrialState.COMPLETE if value is not None
-                                        else t.TrialState.FAIL, user_attrs={"constraint": (violation,)})
+                frozen = t.create_trial(params=params, distributions=self.distributions, value=value,
+                                        state=t.TrialState.COMPLETE if value is not None else t.TrialState.FAIL,
+                                        constraints={"slo": violation} if value is not None else None)
             except ValueError:
                 return        # outside the space as it is now (the space file changed)
             self.study.add_trial(frozen)
@@ -92,7 +92,7 @@ class OptunaSearch:
         if value is None:
             self.study.tell(trial, state=t.TrialState.FAIL)
         else:
-            trial.set_user_attr("constraint", (violation,))
+            trial.set_constraint("slo", violation)
             self.study.tell(trial, value)
 
 

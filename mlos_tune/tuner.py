@@ -104,7 +104,7 @@ class Tuner:
         b = trial.info.get("batching") or {}
         reason = b.get("reason") or ""
         if b and not b.get("enabled") and not any(r in reason for r in _SETTINGS_REASONS) \
-                and self.facts["batching_possible"]:
+                and self.facts["batching_possible"] and self.space.engine == "onnx":
             self.facts.update(batching_possible=False, batching_reason=reason)
             self.log(f"  the core does not batch this model ({reason}): batching options have no effect and "
                      "configurations differing only in them are not measured again")
@@ -337,12 +337,20 @@ class Tuner:
         m = measure.metrics(runs, self.llm)
         exp["metrics"] = m
         rate = m.get("error_rate") or 0.0
+        if not m["completed"] and not m["errors"]:
+            raise ExperimentFailed("timeout", f"no request completed within a measured window of "
+                                              f"{self.plan.workload.load.duration_s:g} s: each takes longer (lengthen "
+                                              "load.duration_s in the workload)")
         if rate > self.plan.max_error_rate or not m["completed"]:
             sample = next((r.get("error_sample") for r in runs if r.get("error_sample")), "")
             raise ExperimentFailed("errors", f"{m['errors']} of {m['completed'] + m['errors']} requests failed "
                                              f"({rate:.1%} > {self.plan.max_error_rate:.1%}): {sample}")
         exp["slo"], exp["feasible"], exp["violation"] = verdicts(self.plan.slos, m)
         exp["status"] = "measured"
+        few = min(int(r["completed"]) for r in runs)
+        if few < 10:
+            exp["note"] = (f"a run completed only {few} request(s) in its window: its figures are coarse "
+                           "(lengthen load.duration_s)")
         obj = m.get(self.plan.objective.metric) or {}
         if not quiet:
             self.log(f"  {self.plan.objective.metric} {obj.get('value', float('nan')):.4g} "
