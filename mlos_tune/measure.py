@@ -19,7 +19,7 @@ from validation.stats import mean_ci, percentile_ci, ratio_ci
 from .slo import Objective
 
 SLICES = 8
-CAP = 4000
+CAP = 2500
 _SEED = 20261203
 
 
