@@ -64,6 +64,10 @@ def warnings(doc: dict) -> list[dict]:
         out.append({"severity": "error", "title": f"{len(failed)} configuration(s) failed and were skipped",
                     "items": [f"{e['id']} ({_options(e)}): {e.get('failure')}: {e.get('reason', '')[:400]}"
                               for e in failed]})
+    coarse = [e for e in doc["experiments"] if e.get("note") and e["status"] == "measured"]
+    if coarse:
+        out.append({"severity": "warn", "title": f"{len(coarse)} configuration(s) with few requests per run",
+                    "items": [f"{e['id']}: {e['note']}" for e in coarse]})
     best = doc.get("best") or {}
     if best and not best.get("feasible"):
         out.append({"severity": "error", "title": "No configuration met every SLO",

@@ -37,7 +37,7 @@ def test_a_crashing_configuration_is_recorded_and_skipped(models, tmp_path):
     watcher.start()
     try:
         rc = main(tune_args(models["matmul"], out, write(tmp_path / "w.yaml", short_load(8, duration=1.5)),
-                            write(tmp_path / "s.yaml", {"base": "none", "instances": [2, 1]})))
+                            write(tmp_path / "s.yaml", {"base": "none", "instances": [2, 1]}), repeats=1))
     finally:
         stop.set()
         watcher.join(5)

@@ -120,7 +120,7 @@ def test_slo_filtering(models, tmp_path):
     space = {"base": "none", "concurrency": [32, 1], "max_batch_delay_us": [10_000]}
     assert main(tune_args(models["deep"], out, write(tmp_path / "w.yaml", short_load(32, duration=1.5)),
                           write(tmp_path / "s.yaml", space), "--objective", "minimize_latency",
-                          "--slo", "min_throughput=100")) == 0
+                          "--slo", "min_throughput=100", repeats=1)) == 0
     doc = results(out)
     exps = {(e["concurrency"], e["options"].get("max_batch_delay_us", 0)): e for e in doc["experiments"]}
     capped = exps[(1, 10_000)]
