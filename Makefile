@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-safety kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-safety bench-tune kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,17 @@ bench-safety: setup
 	$(PY) -m pytest benchmarks/test_safety.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/safety.json -q
 	$(PY) -m benchmarks.report_safety $(BENCH_DIR)/safety.json
+
+# mlos-tune on the demo models (MatMul, Silero VAD, Gemma GGUF): the tuned configuration against the
+# default in each tuning's final round, interleaved, with 95% intervals; reports and their screenshots
+# under benchmarks/results/tune/ (MLOS_BENCH_TUNE_* knobs: benchmarks/test_tune.py).
+bench-tune: setup browser
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_tune.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/tune.json -q
+	$(PY) -m benchmarks.report_tune $(BENCH_DIR)/tune.json
+	@for d in $(BENCH_DIR)/tune/*/; do \
+		$(PY) -m mlos_tune report $$d --screenshot $$d/report.png || true; done
 
 bench-llm: setup
 	mkdir -p $(BENCH_DIR)

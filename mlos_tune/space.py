@@ -99,7 +99,7 @@ class Param:
         if self.values is not None:
             return list(self.values)
         return {k: v for k, v in (("low", self.low), ("high", self.high), ("step", self.step), ("log", self.log))
-                if v not in (None, False)}
+                if v is not None and not (k == "log" and not v)}
 
 
 class SearchSpace:

@@ -5,7 +5,7 @@ Tensor models (ONNX, and SafeTensors served on onnxruntime)::
     kind: tensors
     inputs:                     # Open Inference Protocol tensors; data random (seeded) unless given
       x: {shape: [1, 64], datatype: FP32}
-      sr: {shape: [], datatype: INT64, data: [16000]}
+      sr: {shape: [], datatype: INT64, data: [16000]}   # fill: 0 gives every element one value
     # or a real request body, sent as it is (``path`` defaults to the v2 infer path):
     # body: {"inputs": [...]}          body_file: request.json          path: /v2/models/{model}/infer
     load: {mode: closed, concurrency: [1, 32], duration_s: 4, warmup_s: 1}
@@ -127,6 +127,8 @@ def _tensor(name: str, spec: dict, rng: np.random.Generator) -> dict:
     n = int(np.prod(shape)) if shape else 1
     if "data" in spec:
         data = spec["data"]
+    elif "fill" in spec:
+        data = [spec["fill"]] * n
     elif dtype == "BYTES":
         data = [f"text {i}" for i in range(n)]
     elif dtype == "BOOL":
@@ -190,7 +192,7 @@ def _inputs(doc: Any) -> dict:
     for name, spec in doc.items():
         if not isinstance(spec, dict):
             raise TuneError(f"workload inputs.{name}: expected {{shape, datatype[, data]}}")
-        unknown = set(spec) - {"shape", "datatype", "data"}
+        unknown = set(spec) - {"shape", "datatype", "data", "fill"}
         if unknown:
             raise TuneError(f"workload inputs.{name}: unknown key(s) {', '.join(sorted(unknown))}")
         shape = spec.get("shape")
@@ -202,6 +204,10 @@ def _inputs(doc: Any) -> dict:
         if dtype not in V2_TYPES:
             raise TuneError(f"workload inputs.{name}.datatype: {dtype!r} is not one of {', '.join(V2_TYPES)}")
         entry = {"shape": shape, "datatype": dtype}
+        if "fill" in spec:
+            if "data" in spec or isinstance(spec["fill"], (dict, list)):
+                raise TuneError(f"workload inputs.{name}.fill: one value for every element (and no data beside it)")
+            entry["fill"] = spec["fill"]
         if "data" in spec:
             data = spec["data"]
             flat = np.asarray(data, dtype=object).reshape(-1) if isinstance(data, list) else None

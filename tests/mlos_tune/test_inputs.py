@@ -149,3 +149,18 @@ def test_canonical_forms_and_costs():
     assert space.explicit({"concurrency": 8}) == {"max_batch_size": 32, "max_batch_delay_us": 0, "instances": 0}
     assert space.cost({"instances": 1, "intra_op_threads": 1}) < space.cost({"instances": 2, "intra_op_threads": 1})
     assert len(space.grid()) == 8
+
+
+def test_example_files_load():
+    from mlos_tune.space import load_space
+    from mlos_tune.workload import load_workload
+    from validation.core_proc import ROOT
+
+    w = load_workload(str(ROOT / "examples/tune/silero-workload.yaml"), "onnx")
+    body = {t["name"]: t for t in w.tensor_body(None)["inputs"]}
+    assert body["state"]["data"] == [0] * 256 and body["sr"]["data"] == [16000] and len(body["input"]["data"]) == 512
+    assert w.load.concurrency == [8, 32]
+    assert load_workload(str(ROOT / "examples/tune/gemma-chat-workload.yaml"), "gguf").load.rate == 0.5
+    space = load_space(str(ROOT / "examples/tune/onnx-space.yaml"), "onnx", [16])
+    assert space.describe()["max_batch_delay_us"] == {"low": 0, "high": 1000, "step": 250}
+    assert space.params["max_batch_delay_us"].grid_values == (0, 250, 500, 750, 1000)
