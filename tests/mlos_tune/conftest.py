@@ -15,7 +15,7 @@ from validation.core_proc import ROOT
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict[str, Path]:
+def tune_models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("tune-models")
     return {"matmul": onnx_models.matmul(d / "matmul.onnx", width=64)[0],
             "deep": onnx_models.deep_matmul(d / "deep.onnx"),
@@ -50,7 +50,7 @@ MODEL_ID = "tune/fixed@1"
 
 
 @pytest.fixture(scope="session")
-def batching_run(models, tmp_path_factory):
+def batching_run(tune_models, tmp_path_factory):
     """The fixed-cost MatMul model at concurrency 32, max_batch_size 1 against 32, tuned with --apply
     against a running core that serves it unbatched. Shared by the tuning, --apply and report tests."""
     from mlos_tune.cli import main
@@ -60,11 +60,11 @@ def batching_run(models, tmp_path_factory):
     core = CoreServer(d / "core", "userspace").start()
     try:
         status, answer = core.call("POST", "/v1/models/register",
-                                   {"model_id": MODEL_ID, "path": str(models["fixed"]), "options": {"max_batch_size": 1}})
+                                   {"model_id": MODEL_ID, "path": str(tune_models["fixed"]), "options": {"max_batch_size": 1}})
         assert status == 200, answer
         before = core.call("GET", "/v1/models/tune%2Ffixed%401")[1]
         out = d / "out"
-        rc = main(tune_args(models["fixed"], out, write(d / "w.yaml", short_load(32)),
+        rc = main(tune_args(tune_models["fixed"], out, write(d / "w.yaml", short_load(32)),
                             write(d / "s.yaml", {"base": "none", "max_batch_size": [1, 32]}),
                             "--model-id", MODEL_ID, "--apply", "--core", core.url, repeats=3))
         yield {"rc": rc, "out": out, "core": core, "before": before, "results": results(out)}

@@ -30,13 +30,13 @@ def kill_when_running(out, options: dict, stop: threading.Event, killed: list) -
         time.sleep(0.05)
 
 
-def test_a_crashing_configuration_is_recorded_and_skipped(models, tmp_path):
+def test_a_crashing_configuration_is_recorded_and_skipped(tune_models, tmp_path):
     out = tmp_path / "out"
     stop, killed = threading.Event(), []
     watcher = threading.Thread(target=kill_when_running, args=(out, {"instances": 2}, stop, killed), daemon=True)
     watcher.start()
     try:
-        rc = main(tune_args(models["matmul"], out, write(tmp_path / "w.yaml", short_load(8, duration=1.5)),
+        rc = main(tune_args(tune_models["matmul"], out, write(tmp_path / "w.yaml", short_load(8, duration=1.5)),
                             write(tmp_path / "s.yaml", {"base": "none", "instances": [2, 1]}), repeats=1))
     finally:
         stop.set()
@@ -53,12 +53,12 @@ def test_a_crashing_configuration_is_recorded_and_skipped(models, tmp_path):
     assert all(c["source"] != "exp-001" for c in doc["final"])
 
 
-def test_options_the_core_refuses_for_the_request(models, tmp_path):
+def test_options_the_core_refuses_for_the_request(tune_models, tmp_path):
     """A request of 4 rows, and max_batch_size 2: the core answers 400 to every request of that
     configuration; it fails as refused, with the core's own message."""
     out = tmp_path / "out"
     workload = {**short_load(4), "inputs": {"x": {"shape": [4, 64], "datatype": "FP32"}}}
-    assert main(tune_args(models["matmul"], out, write(tmp_path / "w.yaml", workload),
+    assert main(tune_args(tune_models["matmul"], out, write(tmp_path / "w.yaml", workload),
                           write(tmp_path / "s.yaml", {"base": "none", "max_batch_size": [2]}), repeats=1)) == 0
     exps = results(out)["experiments"]
     assert exps[0]["status"] == "measured"

@@ -43,8 +43,8 @@ def fails(capsys, tmp_path, args: list[str]) -> str:
     ({"batching": ["maybe"]}, "space batching: option batching must be one of auto, on, off"),
     ({"concurrency": [0, 8]}, "space concurrency: 0 is not an integer from 1 to 1024"),
 ])
-def test_bad_space(capsys, tmp_path, models, space, message):
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--space", write(tmp_path / "s.yaml", space),
+def test_bad_space(capsys, tmp_path, tune_models, space, message):
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--space", write(tmp_path / "s.yaml", space),
                                    "--strategy", "grid"])
     assert message in err
 
@@ -66,8 +66,8 @@ def test_bad_space(capsys, tmp_path, models, space, message):
     ({"body": [1, 2]}, "workload body: expected a JSON object"),
     ({"path": "v2/models/x/infer"}, "workload path: expected a URL path"),
 ])
-def test_bad_workload(capsys, tmp_path, models, workload, message):
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--workload", write(tmp_path / "w.yaml", workload)])
+def test_bad_workload(capsys, tmp_path, tune_models, workload, message):
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--workload", write(tmp_path / "w.yaml", workload)])
     assert message in err
 
 
@@ -78,41 +78,41 @@ def test_bad_workload(capsys, tmp_path, models, workload, message):
     ("p99_ms=fast", "--slo p99_ms: 'fast' is not a number"),
     ("ttft_p90_ms=300", "--slo ttft_p90_ms: time to first token and per output token are measured on LLM"),
 ])
-def test_bad_slo(capsys, tmp_path, models, slo, message):
-    assert message in fails(capsys, tmp_path, [str(models["matmul"]), "--slo", slo])
+def test_bad_slo(capsys, tmp_path, tune_models, slo, message):
+    assert message in fails(capsys, tmp_path, [str(tune_models["matmul"]), "--slo", slo])
 
 
-def test_the_same_slo_twice(capsys, tmp_path, models):
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--slo", "p99_ms=5", "--slo", "p99_ms=6"])
+def test_the_same_slo_twice(capsys, tmp_path, tune_models):
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--slo", "p99_ms=5", "--slo", "p99_ms=6"])
     assert "--slo p99_ms given more than once" in err
 
 
-def test_objectives_that_cannot_apply(capsys, tmp_path, models):
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--objective", "minimize_ttft"])
+def test_objectives_that_cannot_apply(capsys, tmp_path, tune_models):
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--objective", "minimize_ttft"])
     assert "--objective minimize_ttft: tokens are measured on LLM workloads only" in err
     open_loop = write(tmp_path / "w.yaml", {"load": {"rate": 100}})
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--workload", open_loop])
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--workload", open_loop])
     assert "an open-loop workload's throughput is its arrival rate" in err
 
 
-def test_bad_cli_values_and_models(capsys, tmp_path, models):
-    assert "--repeats 0: from 1 to 50" in fails(capsys, tmp_path, [str(models["matmul"]), "--repeats", "0"])
-    assert "--max-error-rate is a fraction" in fails(capsys, tmp_path, [str(models["matmul"]),
+def test_bad_cli_values_and_models(capsys, tmp_path, tune_models):
+    assert "--repeats 0: from 1 to 50" in fails(capsys, tmp_path, [str(tune_models["matmul"]), "--repeats", "0"])
+    assert "--max-error-rate is a fraction" in fails(capsys, tmp_path, [str(tune_models["matmul"]),
                                                                        "--max-error-rate", "1.5"])
     err = fails(capsys, tmp_path, [str(tmp_path / "nope.onnx")])
     assert "no such file or directory, and not a model id" in err
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x00" * 64)
     assert "junk.bin" in fails(capsys, tmp_path, [str(junk)])
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--apply", "manifest"])
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--apply", "manifest"])
     assert "--apply manifest: MODEL is not an .axon package directory" in err
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--apply", "--core", "http://127.0.0.1:9"])
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--apply", "--core", "http://127.0.0.1:9"])
     assert "--apply: cannot reach the core at http://127.0.0.1:9" in err
 
 
-def test_optuna_strategies_need_optuna(capsys, tmp_path, models, monkeypatch):
+def test_optuna_strategies_need_optuna(capsys, tmp_path, tune_models, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)        # as where the [tune] extra is not installed
-    err = fails(capsys, tmp_path, [str(models["matmul"]), "--strategy", "optuna"])
+    err = fails(capsys, tmp_path, [str(tune_models["matmul"]), "--strategy", "optuna"])
     assert "--strategy optuna needs Optuna: pip install 'mlos-py[tune]'" in err
 
 

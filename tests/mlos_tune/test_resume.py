@@ -13,9 +13,9 @@ from mlos_tune.results import pid_alive
 from .conftest import results, short_load, tune_args, tune_process, write
 
 
-def test_resume_after_kill_9(models, tmp_path, capsys):
+def test_resume_after_kill_9(tune_models, tmp_path, capsys):
     out = tmp_path / "out"
-    args = tune_args(models["matmul"], out, write(tmp_path / "w.yaml", short_load(8)),
+    args = tune_args(tune_models["matmul"], out, write(tmp_path / "w.yaml", short_load(8)),
                      write(tmp_path / "s.yaml", {"base": "none", "instances": [1, 2, 3]}), repeats=1)
     proc = tune_process(args)
     core_pid = None
@@ -61,12 +61,12 @@ def test_resume_after_kill_9(models, tmp_path, capsys):
     assert (out / "best.yaml").exists()
 
 
-def test_results_of_another_tuning_are_not_resumed(models, tmp_path, capsys):
+def test_results_of_another_tuning_are_not_resumed(tune_models, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text(json.dumps({"schema": "mlos-tune/1", "tuning": {
         "fingerprint": "0000", "model_id": "other/model@1", "objective": "minimize_latency", "strategy": "grid"}}))
-    assert main([str(models["matmul"]), "--out", str(out), "--repeats", "1"]) == 2
+    assert main([str(tune_models["matmul"]), "--out", str(out), "--repeats", "1"]) == 2
     err = capsys.readouterr().err
     assert "belongs to another tuning (model other/model@1, objective minimize_latency" in err
     assert "--fresh to discard it" in err

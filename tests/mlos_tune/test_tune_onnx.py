@@ -98,10 +98,10 @@ def test_apply_changes_what_the_running_core_uses(batching_run):
     assert rows and execs and rows / execs > 2, (rows, execs)
 
 
-def test_batching_cannot_apply(models, tmp_path):
+def test_batching_cannot_apply(tune_models, tmp_path):
     out = tmp_path / "out"
     space = {"base": "none", "max_batch_size": [1, 32], "max_batch_delay_us": [0, 500]}
-    assert main(tune_args(models["center"], out, write(tmp_path / "w.yaml", short_load(32)),
+    assert main(tune_args(tune_models["center"], out, write(tmp_path / "w.yaml", short_load(32)),
                           write(tmp_path / "s.yaml", space))) == 0
     doc = results(out)
     exps = doc["experiments"]
@@ -115,10 +115,10 @@ def test_batching_cannot_apply(models, tmp_path):
     assert best["verdict_vs_runner_up"] == "no runner-up: one configuration only"
 
 
-def test_slo_filtering(models, tmp_path):
+def test_slo_filtering(tune_models, tmp_path):
     out = tmp_path / "out"
     space = {"base": "none", "concurrency": [32, 1], "max_batch_delay_us": [10_000]}
-    assert main(tune_args(models["deep"], out, write(tmp_path / "w.yaml", short_load(32, duration=1.5)),
+    assert main(tune_args(tune_models["deep"], out, write(tmp_path / "w.yaml", short_load(32, duration=1.5)),
                           write(tmp_path / "s.yaml", space), "--objective", "minimize_latency",
                           "--slo", "min_throughput=100", repeats=1)) == 0
     doc = results(out)
