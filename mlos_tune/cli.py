@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import TuneError
+from .errors import NothingMeasured, TuneError
 from .slo import OBJECTIVES
 from .strategies import STRATEGIES
 
@@ -160,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     tuner = Tuner(plan, log=lambda s: print(s, flush=True), fresh=args.fresh)
     try:
         doc = tuner.run()
+    except NothingMeasured as e:
+        print(f"mlos-tune: {e}", file=sys.stderr)
+        return 1
     except TuneError as e:
         print(f"mlos-tune: {e}", file=sys.stderr)
-        return 2 if not tuner.res or not any(x["status"] == "measured" for x in tuner.res.experiments) else 1
+        return 2
     except KeyboardInterrupt:
         print(f"mlos-tune: interrupted; run the same command again to resume from {plan.out / 'results.json'}",
               file=sys.stderr)

@@ -7,6 +7,10 @@ class TuneError(ValueError):
     """Something the user gave cannot work; the message says what and what to do instead."""
 
 
+class NothingMeasured(TuneError):
+    """Every configuration failed: there is no answer (exit 1, not a usage error)."""
+
+
 class ExperimentFailed(RuntimeError):
     """One configuration could not be measured (crash, timeout, refused, errors over the threshold):
     recorded with its reason, and the tuning goes on."""

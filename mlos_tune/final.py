@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 
 from . import measure
-from .errors import ExperimentFailed, TuneError
+from .errors import ExperimentFailed, NothingMeasured, TuneError
 from .slo import verdicts
 from .space import key
 from .trial import Trial
@@ -39,7 +39,8 @@ def contenders(tuner) -> list[dict]:
     res, objective, space = tuner.res, tuner.plan.objective, tuner.space
     measured = [e for e in res.experiments if e["status"] == "measured"]
     if not measured:
-        raise TuneError("no configuration could be measured: every experiment failed (see results.json and logs/)")
+        raise NothingMeasured("no configuration could be measured: every experiment failed (see results.json "
+                              "and logs/)")
     ranked = sorted(measured, key=lambda e: _rank(e, objective))
     inc_id = res.doc.get("incumbent")
     best = res.get(inc_id) if inc_id and res.get(inc_id)["status"] == "measured" else ranked[0]
@@ -114,7 +115,7 @@ def settle(tuner, group: list[dict]) -> dict:
         c["status"] = "measured"
     ok = [c for c in group if c["status"] == "measured"]
     if not ok:
-        raise TuneError("every contender of the final round failed: " +
+        raise NothingMeasured("every contender of the final round failed: " +
                         "; ".join(f"{c['role']}: {c.get('reason')}" for c in group))
     feasible = [c for c in ok if c["feasible"]]
     point = min(feasible or ok, key=lambda c: _rank(c, objective))

@@ -178,7 +178,8 @@ class Trial:
         except psutil.Error:
             raise self._died("during the run") from None
         if out.returncode != 0:
-            raise RuntimeError(f"the load generator failed ({out.returncode}): {out.stderr.decode()[-1500:]}")
+            raise ExperimentFailed("errors", f"the load generator failed ({out.returncode}): "
+                                             f"{out.stderr.decode(errors='replace')[-1500:]}")
         run = json.loads(out.stdout)
         run["server_cpu_s"] = round(cpu1 - cpu0, 3)
         run["at"] = time.time()
