@@ -48,9 +48,12 @@ def contenders(tuner) -> list[dict]:
     runner = next((e for e in ranked if e["id"] != best["id"]), None)
     if runner is not None:
         out.append({"role": "runner-up", "source": runner["id"], "config": runner["config"]})
-    out.append({"role": "default", "source": None, "config": {"concurrency": best["concurrency"]}})
-    uniq, keys = [], {}
     possible = tuner.facts["batching_possible"]
+    default = {"concurrency": best["concurrency"]}
+    twin = next((e for e in measured if key(space.canonical(e["config"], possible)) ==
+                 key(space.canonical(default, possible))), None)
+    out.append({"role": "default", "source": twin["id"] if twin else None, "config": default})
+    uniq, keys = [], {}
     for c in out:
         k = key(space.canonical(c["config"], possible))
         if k in keys:

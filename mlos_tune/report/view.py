@@ -134,7 +134,7 @@ def effects(doc: dict) -> dict:
 
 def _param(e: dict, name: str):
     """A parameter's value in an experiment, the server's default written out where known."""
-    return (e.get("explicit") or e["config"]).get(name, "default")
+    return (e.get("explicit") or {}).get(name, e["config"].get(name, "default"))
 
 
 def _slo_cells(e: dict) -> list[tuple[str, str]]:

@@ -55,13 +55,18 @@ def test_a_crashing_configuration_is_recorded_and_skipped(tune_models, tmp_path)
 
 def test_options_the_core_refuses_for_the_request(tune_models, tmp_path):
     """A request of 4 rows, and max_batch_size 2: the core answers 400 to every request of that
-    configuration; it fails as refused, with the core's own message."""
+    configuration; it fails as refused, with the core's own message. (The load is an open loop:
+    Poisson arrivals at 100/s, latency minimized.)"""
     out = tmp_path / "out"
-    workload = {**short_load(4), "inputs": {"x": {"shape": [4, 64], "datatype": "FP32"}}}
+    workload = {"load": {"rate": 100, "duration_s": 1.5, "warmup_s": 0.3},
+                "inputs": {"x": {"shape": [4, 64], "datatype": "FP32"}}}
     assert main(tune_args(tune_models["matmul"], out, write(tmp_path / "w.yaml", workload),
-                          write(tmp_path / "s.yaml", {"base": "none", "max_batch_size": [2]}), repeats=1)) == 0
+                          write(tmp_path / "s.yaml", {"base": "none", "max_batch_size": [2]}),
+                          "--objective", "minimize_latency", repeats=1)) == 0
     exps = results(out)["experiments"]
     assert exps[0]["status"] == "measured"
+    # the open loop kept its rate: about 150 arrivals in the 1.5 s window
+    assert 100 <= exps[0]["metrics"]["completed"] <= 170
     assert exps[1]["status"] == "failed" and exps[1]["failure"] == "refused"
     assert "max_batch_size" in exps[1]["reason"] and "HTTP 400" in exps[1]["reason"]
     assert results(out)["best"]["experiment"] == "exp-000"
