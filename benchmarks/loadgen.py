@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mlos_tune.http_load import build_request, main  # noqa: F401  (re-exported)
+from mlos_tune.http_load import _percentile, build_request, main  # noqa: F401  (re-exported; grpc_loadgen uses _percentile)
 
 if __name__ == "__main__":
     sys.exit(main())
