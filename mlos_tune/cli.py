@@ -3,7 +3,7 @@
     mlos-tune MODEL_ID_OR_PATH [--workload FILE] [--objective maximize_throughput|minimize_latency|
               minimize_ttft|minimize_tpot] [--slo p99_ms=50 ...] [--space FILE]
               [--strategy auto|grid|random|optuna] [--budget-minutes N] [--repeats N] [--out DIR]
-              [--apply [core|manifest]] [--core URL] [--api-key KEY]
+              [--apply [core|manifest]] [--core URL] [--api-key KEY] [--ray-address ADDRESS]
     mlos-tune report DIR [--screenshot PNG]
 
 Everything the user gives is checked before the first core starts (exit 2 with the reason).
@@ -55,6 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--core", default=os.environ.get("MLOS_CORE_ENDPOINT", DEFAULT_CORE),
                    help=f"the running core --apply registers with (default $MLOS_CORE_ENDPOINT or {DEFAULT_CORE})")
     p.add_argument("--api-key", default=os.environ.get("MLOS_API_KEY"), help="its API key (default $MLOS_API_KEY)")
+    p.add_argument("--ray-address", default=os.environ.get("MLOS_TUNE_RAY_ADDRESS"), metavar="ADDRESS",
+                   help="cluster mode: run the experiments on a node of this Ray cluster (host:port of its head), "
+                        "the node's CPUs held by the tuner while it measures (needs the 'ray' extra)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--screenshot", metavar="PNG", help="also render report.html in headless Chromium to this PNG")
     return p
@@ -135,6 +138,14 @@ def _report(out: Path, html: Path | None, screenshot: str | None) -> int:
     return 1 if problems else 0
 
 
+def _cluster(address: str, log):
+    try:
+        from .cluster import ClusterMode
+    except ImportError as e:
+        raise TuneError(f"--ray-address needs Ray (pip install 'mlos-py[ray]'; make setup installs it): {e}") from None
+    return ClusterMode(address, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
@@ -145,19 +156,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mlos-tune: {e}", file=sys.stderr)
             return 2
     args = parser().parse_args(argv)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    cluster = None
     try:
         plan = plan_from_args(args)
         if args.apply == "core":
             from .apply import check_core
 
             check_core(args.core, args.api_key)
+        if args.ray_address:
+            cluster = _cluster(args.ray_address, log).connect(plan.model)
     except TuneError as e:
         print(f"mlos-tune: {e}", file=sys.stderr)
         return 2
     from .tuner import Tuner
 
     print(_describe(plan), flush=True)
-    tuner = Tuner(plan, log=lambda s: print(s, flush=True), fresh=args.fresh)
+    tuner = Tuner(plan, log=log, fresh=args.fresh, cluster=cluster)
     try:
         doc = tuner.run()
     except NothingMeasured as e:
@@ -170,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlos-tune: interrupted; run the same command again to resume from {plan.out / 'results.json'}",
               file=sys.stderr)
         return 130
+    finally:
+        if cluster is not None:
+            cluster.close()
     print(f"mlos-tune: {plan.out / 'best.yaml'}")
     rc = 0
     if not args.no_report:

@@ -16,7 +16,6 @@ from . import measure
 from .errors import ExperimentFailed, NothingMeasured, TuneError
 from .slo import verdicts
 from .space import key
-from .trial import Trial
 
 
 def _rank(exp: dict, objective) -> tuple:
@@ -74,8 +73,7 @@ def final_round(tuner) -> dict:
         for c in group:
             options, conc = space.split(c["config"])
             c.update(options=options, concurrency=conc, cost=list(space.cost(c["config"])), runs=[])
-            t = Trial(f"final-{c['role']}", options, plan.model, plan.workload,
-                      tuner.work / f"final-{len(trials)}")
+            t = tuner.new_trial(f"final-{c['role']}", options, tuner.work / f"final-{len(trials)}")
             try:
                 t.start()
                 tuner._check(t, False)

@@ -61,8 +61,10 @@ def _exit_reason(code: int | None) -> str:
 
 
 class Trial:
-    def __init__(self, exp_id: str, options: dict, model, workload: Workload, workdir: Path):
+    def __init__(self, exp_id: str, options: dict, model, workload: Workload, workdir: Path,
+                 core_args: list[str] = ()):
         self.exp_id = exp_id
+        self.core_args = list(core_args)     # e.g. the model root of a cluster node's package copies
         self.options = options
         self.model = model
         self.workload = workload
@@ -85,7 +87,7 @@ class Trial:
     # ---- start: a fresh core, the model registered with this configuration's options ---------
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.core = CoreServer(self.workdir, "userspace", extra_args=["--log-level", "warning"],
+        self.core = CoreServer(self.workdir, "userspace", extra_args=["--log-level", "warning", *self.core_args],
                                die_with_parent=True)
         t0 = time.perf_counter()
         try:

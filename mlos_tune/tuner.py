@@ -72,8 +72,9 @@ def environment() -> dict:
 
 
 class Tuner:
-    def __init__(self, plan: Plan, log=print, fresh: bool = False):
+    def __init__(self, plan: Plan, log=print, fresh: bool = False, cluster=None):
         self.plan = plan
+        self.cluster = cluster      # mlos_tune.cluster.ClusterMode: the trials run on a cluster node
         self.log = log
         self.fresh = fresh
         self.space = plan.space
@@ -90,11 +91,19 @@ class Tuner:
         out.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.work, ignore_errors=True)       # cores of a killed run: dead with it
         self.res = Results.open(out, self.plan.tuning(), environment(), fresh=self.fresh)
+        if self.cluster is not None:
+            self.res.doc["cluster"] = self.cluster.record()
         for e in self.res.experiments:
             if e["status"] == "running":
                 e["status"], e["reason"] = "interrupted", "the tuner stopped during this experiment; not counted"
         self.res.save()
         return self.res
+
+    def new_trial(self, exp_id: str, options: dict, workdir: Path) -> Trial:
+        """A configuration's server: a core subprocess here, or on the cluster node (--ray-address)."""
+        if self.cluster is not None:
+            return self.cluster.trial(exp_id, options, self.plan.model, self.plan.workload, workdir)
+        return Trial(exp_id, options, self.plan.model, self.plan.workload, workdir)
 
     @property
     def facts(self) -> dict:
@@ -242,7 +251,7 @@ class Tuner:
         res.save()
         first = not any(e["status"] == "measured" for e in res.experiments)
         self.log(f"{exp['id']} {label or ''} {json.dumps(options)} concurrency {conc}".replace("  ", " "))
-        trial = Trial(exp["id"], options, plan.model, plan.workload, self.work / exp["id"])
+        trial = self.new_trial(exp["id"], options, self.work / exp["id"])
         t0 = time.monotonic()
         try:
             trial.start()
@@ -289,7 +298,7 @@ class Tuner:
             return None
         if self.incumbent is None:
             exp = self.res.get(inc_id)
-            trial = Trial(inc_id, exp["options"], self.plan.model, self.plan.workload, self.work / f"{inc_id}-again")
+            trial = self.new_trial(inc_id, exp["options"], self.work / f"{inc_id}-again")
             try:
                 trial.start()
                 self._check(trial, False)
