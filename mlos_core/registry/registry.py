@@ -122,6 +122,21 @@ def validate_options(options: Any) -> dict[str, Any]:
     return out
 
 
+def manifest_options(source: ModelSource) -> dict[str, Any]:
+    """A package's ``x-mlos.runtime``: the per-model options its author (or ``mlos-tune --apply
+    manifest``) chose, bounded like register options; options given at register win over them.
+    Keys this core does not know are left alone (a newer packager's)."""
+    runtime = ((source.manifest or {}).get("x-mlos") or {}).get("runtime")
+    if runtime is None:
+        return {}
+    if not isinstance(runtime, dict):
+        raise UnprocessableModel("package manifest x-mlos.runtime must be a mapping of option -> value")
+    try:
+        return validate_options({k: v for k, v in runtime.items() if k in _OPTIONS})
+    except BadRequest as e:
+        raise UnprocessableModel(f"package manifest x-mlos.runtime: {e.message}") from None
+
+
 @dataclass
 class RegisterSpec:
     model_id: str
@@ -352,7 +367,7 @@ class Registry:
                 description=spec.description, framework=spec.framework or framework_of(source),
                 execution_format=spec.execution_format or source.format,
                 manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
-                options=spec.options,
+                options={**manifest_options(source), **spec.options},
             )
             async with self._mutation:
                 existing = self._entries.get(spec.model_id)  # a concurrent register may have won
