@@ -151,6 +151,7 @@ class DataPlane:
             async with self.registry.use(name) as entry:
                 _servable(entry)
                 run = asyncio.ensure_future(entry.scheduler.submit_call(_guard(entry, job), priority))
+                first = True
                 try:
                     while True:
                         getter = asyncio.ensure_future(chunks.get())
@@ -163,6 +164,9 @@ class DataPlane:
                         if item is end:
                             ex = await run
                             break
+                        if first:  # queue wait + prompt: what the client waits before text flows
+                            first = False
+                            self.metrics.observe_first_token(model_id, time.perf_counter_ns() - start)
                         yield item
                 finally:
                     stop.set()
@@ -215,6 +219,7 @@ class DataPlane:
         now = time.monotonic()
         rows = []
         for e in self.registry.entries():
+            llm = e.model.serving_stats() if e.model is not None else None
             rows.append({
                 "id": e.id,
                 "state": e.state.value,
@@ -225,5 +230,6 @@ class DataPlane:
                 "memory_bytes": e.memory_bytes,
                 "idle_seconds": round(now - e.last_used, 3),
                 "keep_alive": e.option("keep_alive", self.registry.settings),
+                **({"llm": dict(llm)} if llm else {}),  # slots, decode steps, prompt cache (GGUF)
             })
         return rows

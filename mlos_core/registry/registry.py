@@ -55,15 +55,17 @@ _OPTIONS: dict[str, tuple[type, float]] = {
     "instances": (int, 0),
     "intra_op_threads": (int, 0),
     "inter_op_threads": (int, 0),
-    # GGUF runtime settings (llama.cpp)
+    # GGUF runtime settings (llama.cpp; see mlos_core/plugins/gguf/config.py)
     "n_ctx": (int, 16),
+    "n_ctx_seq": (int, 16),
+    "parallel": (int, 1),
     "n_threads": (int, 1),
     "n_batch": (int, 1),
     # the task served (e.g. feature-extraction, text-generation), and a Jinja chat template
     "task": (str, 0),
     "chat_template": (str, 0),
 }
-_RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
+_RUNTIME_OPTIONS = ("n_ctx", "n_ctx_seq", "parallel", "n_threads", "n_batch")
 
 
 def validate_model_id(model_id: Any) -> str:
@@ -251,6 +253,8 @@ class Registry:
         if existing is None:
             source = await asyncio.to_thread(resolve, path, self._packages, verify)
             plugin = plugin_for(source.format, spec.plugin_id)
+            # options that cannot work are refused here, with the plugin's reasons, before anything is kept
+            plugin.check_options(source, self._load_options(spec.options, source))
             existing = self._entries.get(spec.model_id)  # a concurrent register may have won
             if existing is not None and existing.record.path != path:
                 raise Conflict(f"model {spec.model_id} is already registered from {existing.record.path}",
@@ -320,7 +324,7 @@ class Registry:
         try:
             source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
             plugin = plugin_for(source.format, entry.record.plugin_id)
-            options = self._load_options(entry, source)
+            options = self._load_options(entry.record.options, source)
             loop = asyncio.get_running_loop()
             if self.settings.memory_budget_mb > 0:
                 async with self._budget_lock:
@@ -356,18 +360,18 @@ class Registry:
         await asyncio.to_thread(self._store.set_state, entry.id, State.READY.value, None)
         log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
 
-    def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
+    def _load_options(self, options: dict[str, Any], source: ModelSource) -> LoadOptions:
         """Register-time options win over the package manifest's ``x-mlos`` settings."""
         ext = (source.manifest or {}).get("x-mlos") or {}
         runtime = {k: v for k, v in (ext.get("runtime") or {}).items() if k in _RUNTIME_OPTIONS}
-        runtime.update({k: entry.record.options[k] for k in _RUNTIME_OPTIONS if k in entry.record.options})
+        runtime.update({k: options[k] for k in _RUNTIME_OPTIONS if k in options})
         return LoadOptions(
             cache_dir=self.settings.data_path,
-            intra_op_threads=entry.option("intra_op_threads", self.settings),
-            inter_op_threads=entry.option("inter_op_threads", self.settings),
-            task=entry.record.options.get("task") or ext.get("task"),
-            task_from_manifest=not entry.record.options.get("task") and bool(ext.get("task")),
-            chat_template=entry.record.options.get("chat_template") or ext.get("chat_template"),
+            intra_op_threads=options.get("intra_op_threads", self.settings.intra_op_threads),
+            inter_op_threads=options.get("inter_op_threads", self.settings.inter_op_threads),
+            task=options.get("task") or ext.get("task"),
+            task_from_manifest=not options.get("task") and bool(ext.get("task")),
+            chat_template=options.get("chat_template") or ext.get("chat_template"),
             extra=runtime,
         )
 
@@ -486,7 +490,11 @@ def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
 def instances_for(configured: int, model: Model) -> int:
     """0 means automatic: a batching model keeps one execution busy with whole batches; a model
     that cannot batch runs two requests at once, so the next one is already in the runtime
-    while the event loop hands the last answer back (measured: benchmarks/, README)."""
+    while the event loop hands the last answer back (measured: benchmarks/, README). A model
+    that batches its calls itself (GGUF slots) runs as many as it says: the scheduler's priority
+    queue then decides which call gets the next slot."""
+    if model.concurrent_calls:
+        return model.concurrent_calls
     wanted = configured or (1 if model.metadata.batchable else min(2, os.cpu_count() or 1))
     return min(wanted, model.max_concurrency) if model.max_concurrency else wanted
 
