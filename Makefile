@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-llm-serving bench-kmod bench-oip kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -95,11 +95,22 @@ bench-core: setup
 		--benchmark-json=$(BENCH_DIR)/core.json -q
 	$(PY) -m benchmarks.report $(BENCH_DIR)/core.json
 
+# LLM serving next to llama.cpp's llama-server, built once from the llama.cpp sources vendored in the
+# installed llama-cpp-python's sdist (about 12 minutes on 2 cores; cached under ~/.cache/mlos-bench).
+# bench-llm-serving runs only the many-clients part (benchmarks/test_llm_serving.py).
 bench-llm: setup
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m pytest benchmarks/test_llm.py -p no:cacheprovider --benchmark-only \
+	$(PY) -m benchmarks.peers.llama_server
+	$(PY) -m pytest benchmarks/test_llm.py benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/llm.json -q
 	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
+
+bench-llm-serving: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m benchmarks.peers.llama_server
+	$(PY) -m pytest benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/llm-serving.json -q
+	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm-serving.json
 
 # The Open Inference Protocol paths (JSON, binary, system shared memory) next to Triton (PyTriton)
 # and MLServer on a ResNet-50-sized model. The peers get their own virtualenvs: nvidia-pytriton

@@ -154,9 +154,10 @@ class Registry:
         self._packages = settings.data_path / "packages"
         # Model inference threads; loads get their own pool so a slow load never blocks serving.
         # Both take the configured scheduling class as they start (a session's own thread pool,
-        # created in a load thread, inherits it).
+        # created in a load thread, inherits it). A streamed generation holds one of these threads
+        # while its tokens come (mostly waiting on its model's engine), hence more than the cores.
         self.thread_priority = ThreadPriority(settings.inference_priority, settings.zerocopy_socket or None)
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlos-infer",
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlos-infer",
                                            initializer=self.thread_priority)
         self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlos-load",
                                                  initializer=self.thread_priority)

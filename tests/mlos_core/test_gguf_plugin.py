@@ -156,6 +156,18 @@ def test_stop_sequence_matches_llama_cpp(model, direct):
     assert chunks[-1].completion_tokens == ref["usage"]["completion_tokens"]
 
 
+def test_seeded_sampling_matches_llama_cpp(model, direct):
+    """Per-request sampling parameters go through llama.cpp's own sampler chain: with the same seed,
+    temperature, top-k, top-p and repetition penalty, the same tokens as llama-cpp-python."""
+    params = GenerationParams(max_tokens=24, temperature=0.8, top_p=0.9, top_k=40, seed=7, repetition_penalty=1.3)
+    ours = _text(model.generate(PROMPT, params))
+    ref = direct.create_completion(PROMPT, max_tokens=24, temperature=0.8, top_p=0.9, top_k=40, seed=7,
+                                   repeat_penalty=1.3, min_p=0.0)
+    assert ours == ref["choices"][0]["text"]
+    greedy = _text(model.generate(PROMPT, GREEDY))
+    assert ours != greedy  # the draw did sample
+
+
 def test_cancellation_stops_early(model):
     seen = []
     params = GenerationParams(max_tokens=64, temperature=0.0)

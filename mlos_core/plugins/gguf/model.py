@@ -61,6 +61,7 @@ class GgufModel(Model):
         self._add_bos = bool(llm_model.add_bos_token())
         self._file_bytes = os.path.getsize(self._path)
         self._pieces: dict[int, bytes] = {}
+        self._n_vocab = int(llm_model.n_vocab())
         embed_ctx = min(config.n_ctx_seq, EMBED_CTX)
         self._engine = Engine(llm_model, config, embed_ctx)
         self._n_ctx_seq = config.n_ctx_seq
@@ -189,7 +190,7 @@ class GgufModel(Model):
     def _consume(self, tokens: list[int], params: GenerationParams, cancelled: Callable[[], bool],
                  stops: tuple[str, ...], stop_ids: frozenset[int]) -> Iterator[GenerationChunk]:
         # the request joins the engine when the caller starts reading, so one never read holds no slot
-        request = Request(tokens, params, Sampler(params, self.config.seed), cancelled, stop_ids,
+        request = Request(tokens, params, Sampler(params, self._n_vocab, self.config.seed), cancelled, stop_ids,
                           use_cache=params.cache_prompt)
         self._live().submit(request)
         text = TextStream(self._piece, stops)

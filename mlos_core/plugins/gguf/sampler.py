@@ -15,12 +15,12 @@ PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 
 
 class Sampler:
-    def __init__(self, params: GenerationParams, default_seed: int | None = None):
+    def __init__(self, params: GenerationParams, n_vocab: int, default_seed: int | None = None):
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self._chain = chain
         add = lambda s: llama_cpp.llama_sampler_chain_add(chain, s)  # noqa: E731 (the chain owns s)
         if params.repetition_penalty != 1.0:
-            add(llama_cpp.llama_sampler_init_penalties(PENALTY_LAST_N, float(params.repetition_penalty), 0.0, 0.0))
+            add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, float(params.repetition_penalty), 0.0, 0.0))
         if params.temperature == 0:
             add(llama_cpp.llama_sampler_init_greedy())
             return
