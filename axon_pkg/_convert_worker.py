@@ -313,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task-explicit", action="store_true")
     ap.add_argument("--no-parity", action="store_true")
     ns = ap.parse_args(argv)
+    from axon_pkg.child import die_with_parent
+
+    die_with_parent()
 
     # Keep stdout for the one JSON line: whatever the libraries print goes to stderr.
     sys.stdout.flush()

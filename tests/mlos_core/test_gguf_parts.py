@@ -55,6 +55,17 @@ def test_resolve_refuses_with_the_numbers(extra, message):
     assert e.value.message == message
 
 
+def test_a_slot_may_not_exceed_the_trained_context():
+    with pytest.raises(BadRequest) as e:
+        config.resolve({"parallel": 2, "n_ctx": 80_000}, file_bytes=MB, trained_ctx=32768)
+    assert e.value.message == ("n_ctx 80000 over parallel 2 slots gives 40000 tokens per sequence, more than the "
+                               "32768 tokens this model was trained for: lower n_ctx to 65536 or less")
+    with pytest.raises(BadRequest) as e:
+        config.resolve({"n_ctx_seq": 40_000}, file_bytes=MB, trained_ctx=32768)
+    assert e.value.message == "option n_ctx_seq 40000 is more than the 32768 tokens this model was trained for"
+    assert config.resolve({"parallel": 4, "n_ctx": 4 * 32768}, file_bytes=MB, trained_ctx=32768).n_ctx_seq == 32768
+
+
 def test_default_parallel_is_named_in_a_refusal(monkeypatch):
     monkeypatch.setattr(config, "physical_cores", lambda: 2)
     with pytest.raises(BadRequest) as e:

@@ -8,7 +8,9 @@ Options (the register request's ``options``, else the package manifest's ``x-mlo
 - ``n_ctx``: the whole context, in tokens, shared by the slots (llama.cpp's ``-c``).
 - ``n_ctx_seq``: the context of one slot: the most tokens one request (prompt + max_tokens) holds.
   With both given, ``n_ctx`` must hold ``parallel x n_ctx_seq``; with one, the other follows;
-  with neither, ``n_ctx_seq`` is 2048 (at most what the model was trained for).
+  with neither, ``n_ctx_seq`` is 2048 (at most what the model was trained for). A slot's context
+  may not exceed the model's trained context (read from the GGUF header before anything is
+  allocated).
 - ``n_batch``: most tokens in one decode step (new tokens of running sequences + prompt chunks).
 - ``n_threads``, ``seed`` as before.
 
@@ -21,7 +23,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ...errors import BadRequest
+from ...errors import BadRequest, UnprocessableModel
+from ..gguf_header import GgufHeaderError, trained_context
 from .support import _positive_int, physical_cores
 
 DEFAULT_N_CTX_SEQ = 2048
@@ -71,6 +74,13 @@ def resolve(extra: Mapping[str, Any], *, file_bytes: int, intra_op_threads: int 
     else:
         n_ctx_seq = min(DEFAULT_N_CTX_SEQ, trained_ctx) if trained_ctx and trained_ctx > 0 else DEFAULT_N_CTX_SEQ
         n_ctx = parallel * n_ctx_seq
+    if trained_ctx and n_ctx_seq > trained_ctx:
+        if extra.get("n_ctx_seq") is not None:
+            raise BadRequest(f"option n_ctx_seq {n_ctx_seq} is more than the {trained_ctx} tokens this model was "
+                             "trained for")
+        raise BadRequest(f"n_ctx {n_ctx} over {which} slots gives {n_ctx_seq} tokens per sequence, more than the "
+                         f"{trained_ctx} tokens this model was trained for: lower n_ctx to {parallel * trained_ctx} "
+                         "or less")
     if n_ctx_seq < MIN_N_CTX_SEQ:
         raise BadRequest(
             f"n_ctx {n_ctx} over {which} slots leaves {n_ctx_seq} tokens per sequence, fewer than "
@@ -86,7 +96,14 @@ def resolve(extra: Mapping[str, Any], *, file_bytes: int, intra_op_threads: int 
                         n_threads=n_threads, seed=seed)
 
 
-def check(path: str, extra: Mapping[str, Any], intra_op_threads: int = 0) -> None:
-    """Refuse options that cannot work, from the file's size alone (no load)."""
-    resolve(extra, file_bytes=os.path.getsize(path) if os.path.isfile(path) else 0,
-            intra_op_threads=intra_op_threads)
+def check(path: str, extra: Mapping[str, Any], intra_op_threads: int = 0) -> EngineConfig:
+    """The configuration, or a refusal of options that cannot work, from the file's size and
+    header alone (no load, nothing allocated)."""
+    trained = None
+    if extra.get("n_ctx") is not None or extra.get("n_ctx_seq") is not None:
+        try:
+            trained = trained_context(path)
+        except (GgufHeaderError, OSError) as e:
+            raise UnprocessableModel(f"{os.path.basename(path)}: not a readable GGUF header: {e}") from None
+    return resolve(extra, file_bytes=os.path.getsize(path) if os.path.isfile(path) else 0,
+                   intra_op_threads=intra_op_threads, trained_ctx=trained)

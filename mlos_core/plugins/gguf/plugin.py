@@ -35,7 +35,8 @@ class GgufPlugin(FormatPlugin):
         if not os.path.isfile(path):
             raise UnprocessableModel(f"{path}: no such GGUF file")
         extra = dict(options.extra or {})
-        engine_config.resolve(extra, file_bytes=os.path.getsize(path), intra_op_threads=options.intra_op_threads)
+        # options from a manifest were not checked at register: refuse them before llama.cpp allocates
+        engine_config.check(path, extra, options.intra_op_threads)
         _install_log()
         _log_state.captured = []
         try:
