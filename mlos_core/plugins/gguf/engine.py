@@ -32,6 +32,11 @@ from .stats import EngineStats
 
 log = logging.getLogger(__name__)
 
+# Rows of one sequence's prompt per step: below llama.cpp's flash-attention query tile (64), whose
+# tiled kernel rounds differently from the row kernel; so a prompt's rows come out the same however
+# they are split across steps (by other sequences, or by a prompt-cache hit).
+PROMPT_CHUNK = 63
+
 
 class Engine:
     def __init__(self, model, config: EngineConfig, embed_ctx: int):
@@ -170,7 +175,7 @@ class Engine:
         for slot in sorted((s for s in busy if s.pending), key=lambda s: s.request.admitted):
             if not batch.room:
                 break
-            chunk = slot.pending[:batch.room]
+            chunk = slot.pending[:min(batch.room, PROMPT_CHUNK)]
             last = len(chunk) == len(slot.pending)
             row = batch.add(chunk, len(slot.cached), slot.seq_id, last)
             slot.cached.extend(chunk)

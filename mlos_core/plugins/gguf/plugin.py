@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import os
 
-from ...errors import UnprocessableModel
-from ...smi import FormatPlugin, LoadOptions, Model, ModelSource
-from . import config as engine_config
-from .support import _install_log, _load_reason, _log_state
+# llama.cpp's CPU backend computes K-quant matrix products of 8 rows or more with a tiled kernel
+# whose rounding differs from the one-row kernel, so a sequence's numbers would depend on how many
+# rows share its decode step. Off (before any llama.cpp computation: the switch is read once per
+# process), every row is computed alike, and a sequence decoded with others gives exactly what it
+# gives alone (mlos_core/plugins/gguf/context.py). GGML_CPU_TILED_MM=1 in the environment keeps it.
+os.environ.setdefault("GGML_CPU_TILED_MM", "0")
+
+from ...errors import UnprocessableModel  # noqa: E402
+from ...smi import FormatPlugin, LoadOptions, Model, ModelSource  # noqa: E402
+from . import config as engine_config  # noqa: E402
+from .support import _install_log, _load_reason, _log_state  # noqa: E402
 
 
 class GgufPlugin(FormatPlugin):
