@@ -6,11 +6,13 @@ first use, an embedding context (mean pooling, a unified cache over up to 256 se
 
 Why split streams rather than one unified cache: each sequence's attention reads only its own
 cells; no sequence can run out of cells mid-generation because others grew (a request that fits
-``n_ctx_seq`` always completes); and a sequence's cells sit at the same places whatever else runs,
-which, with the weights kept in llama.cpp's plain layout (``use_extra_bufts = false``: the
-repacked CPU layout computes a row differently when it shares a batch), makes every sequence's
-output exactly what it would be alone. The price: a prefix shared by two slots is held twice
-(see prompt_cache), and one request cannot use more than ``n_ctx / parallel`` tokens.
+``n_ctx_seq`` always completes); and a sequence's cells sit at the same places whatever else runs.
+With the weights in llama.cpp's plain layout (``use_extra_bufts = false``: the repacked CPU layout
+computes a row differently when it shares a batch), the tiled K-quant kernel off (plugin.py) and
+prompts fed in chunks under the flash-attention tile (engine.py), every sequence's output is exactly
+what it would be alone (docs/llm-serving.md says where that ends). The price: a prefix shared by
+two slots is held twice (see prompt_cache), and one request cannot use more than
+``n_ctx / parallel`` tokens.
 """
 from __future__ import annotations
 
@@ -73,14 +75,15 @@ class Batch:
     def room(self) -> int:
         return self.capacity - self.n
 
-    def add(self, tokens, first_pos: int, seq_id: int, output_last: bool) -> int:
-        """Append ``tokens`` at positions ``first_pos``...; the row of the last one."""
+    def add(self, tokens, first_pos: int, seq_id: int, output_last: bool, output_all: bool = False) -> int:
+        """Append ``tokens`` at positions ``first_pos``...; the row of the last one. Outputs (logits,
+        or embeddings) of the last token, or of all of them."""
         k = len(tokens)
         a, b = self.n, self.n + k
         self._token[a:b] = tokens
         self._pos[a:b] = np.arange(first_pos, first_pos + k, dtype=np.int32)
         self._n_seq[a:b] = 1
-        self._logits[a:b] = 0
+        self._logits[a:b] = 1 if output_all else 0
         if output_last:
             self._logits[b - 1] = 1
         seq = self._seq

@@ -1,7 +1,11 @@
-"""Embeddings batched across requests: every text waiting, from any number of calls, joins the next
-decode on the embedding context, up to ``n_batch`` tokens and 256 sequences per decode (llama.cpp
-pools each sequence separately). The engine's thread runs the decodes between generation steps,
-so a model's embeddings and generations never compete for the cores at once."""
+"""Embeddings batched across requests: texts waiting, from any number of calls, join the next decode
+on the embedding context (llama.cpp pools each sequence separately), in arrival order. A decode
+holds texts up to ``ROWS`` tokens together, and a longer text alone: the embedding context's cache
+is one stream, where 64 query rows or more would switch llama.cpp to its tiled attention kernel,
+which rounds differently; so a text's embedding is the same whichever texts share its decode
+(to the last bits of the mean pooling, a sum over the decode's rows).
+The engine's thread runs the decodes between generation steps, so a model's embeddings and
+generations never compete for the cores at once."""
 from __future__ import annotations
 
 import collections
@@ -14,6 +18,7 @@ from ...errors import InferenceFailed
 from .context import Batch, new_context
 
 MAX_SEQUENCES = 256
+ROWS = 63  # below llama.cpp's flash-attention query tile (64): see above
 
 
 class EmbedJob:
@@ -59,12 +64,11 @@ class EmbeddingBatcher:
         batch.clear()
         taken: list[tuple[EmbedJob, int]] = []
         for job in list(self._jobs):
-            while job.next < len(job.texts) and len(taken) < MAX_SEQUENCES:
+            while job.next < len(job.texts) and len(taken) < MAX_SEQUENCES and batch.n < ROWS:
                 tokens = job.texts[job.next]
-                if len(tokens) > batch.room:
-                    break
-                batch.add(tokens, 0, len(taken), output_last=False)
-                batch._logits[batch.n - len(tokens):batch.n] = 1  # pooling reads every token's output
+                if taken and batch.n + len(tokens) > ROWS:
+                    break  # a longer text goes alone, in the next decode
+                batch.add(tokens, 0, len(taken), output_last=False, output_all=True)  # pooling reads them all
                 taken.append((job, job.next))
                 job.next += 1
             if job.next < len(job.texts):
