@@ -5,8 +5,8 @@ and llama-cpp-python called directly, Gemma 3 270M Q4_K_M, one run.
     ``/v1/completions`` of 64 greedy tokens one after the other (distinct prompts). The two servers
     get the same client (benchmarks/llm_load.py, one separate process) and the same configuration:
     4 slots (``-np 4`` / ``parallel``), 2 threads, a 4096-token context. llama-cpp-python direct is
-    one ``Llama`` in this process shared by the clients' threads under a lock (it has one sequence:
-    what the core did before continuous batching). Figures: aggregate tokens/s (tokens of all
+    one ``Llama`` shared by the clients' threads under a lock (benchmarks/llm_direct.py; one sequence:
+    what the core did before continuous batching; its own process, stock settings). Figures: aggregate tokens/s (tokens of all
     requests / wall time of the point), TTFT p50/p90 (request sent -> first text).
     Targets: 4 clients >= 1.0x llama-server's aggregate tok/s and TTFT p50 <= 1.5x its; 1 client
     >= 0.95x.
@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -109,6 +108,9 @@ def _wait_health(server: Server, timeout: float = 300) -> None:
 def servers(gemma_path, llama_server_binary, tmp_path_factory):
     """Both servers, loaded and warm; each runs only while it is measured (see _measure)."""
     d = tmp_path_factory.mktemp("llm-serving")
+    # each server picks its kernels itself: llama-server its defaults, the core its own setting (the
+    # core's plugin, imported in this process by other benchmarks, may have set it here)
+    os.environ.pop("GGML_CPU_TILED_MM", None)
     port = free_port()
     peer = Server("llama-server", [str(llama_server_binary), "-m", str(gemma_path), "--host", "127.0.0.1",
                                    "--port", str(port), "-t", str(THREADS), "-tb", str(THREADS), "-c", str(N_CTX),
@@ -144,37 +146,18 @@ def _load(server: Server, model: str, clients: int, requests: int, max_tokens: i
     return result
 
 
-def _direct(gemma_path, clients: int, requests: int, max_tokens: int, prompts: list[str], llm) -> dict:
-    """llama-cpp-python in this process: the clients' threads share one Llama under a lock."""
-    lock = threading.Lock()
-    results: list[dict] = []
-    barrier = threading.Barrier(clients + 1)
-
-    def client(c):
-        barrier.wait()
-        for i in range(requests):
-            start = time.perf_counter()
-            ttft, parts = None, []
-            with lock:
-                for ch in llm.create_completion(prompts[(c * requests + i) % len(prompts)], max_tokens=max_tokens,
-                                                temperature=0, top_k=0, min_p=0, stream=True):
-                    text = ch["choices"][0]["text"]
-                    if text:
-                        parts.append(text)
-                        if ttft is None:
-                            ttft = time.perf_counter() - start
-            n = len(llm.tokenize("".join(parts).encode(), add_bos=False)) if parts else 0
-            results.append({"client": c, "i": i, "ttft_s": ttft, "total_s": time.perf_counter() - start,
-                            "tokens": n})
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    return {"wall_s": time.perf_counter() - t0, "clients": clients, "requests": results}
+def _direct(gemma_path, clients: int, requests: int, max_tokens: int, prompts: list[str], tmp) -> dict:
+    """llama-cpp-python called directly, in its own process with stock settings (llm_direct.py)."""
+    f = tmp / "direct-prompts.json"
+    f.write_text(json.dumps(prompts))
+    env = {k: v for k, v in os.environ.items() if k != "GGML_CPU_TILED_MM"}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.llm_direct", "--model-path", str(gemma_path),
+                          "--clients", str(clients), "--requests", str(requests), "--max-tokens", str(max_tokens),
+                          "--prompts", str(f), "--threads", str(THREADS)],
+                         cwd=ROOT, capture_output=True, timeout=3600, check=False, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"llm_direct failed: {out.stderr.decode()[-2000:]}")
+    return json.loads(out.stdout)
 
 
 def summarize(run: dict) -> dict:
@@ -192,27 +175,20 @@ def summarize(run: dict) -> dict:
 # ---- (1) scaling -------------------------------------------------------------------------------------
 
 def _scaling(servers, gemma_path, tmp) -> dict:
-    import llama_cpp
-
     prompts = scale_prompts()
-    llm = llama_cpp.Llama(str(gemma_path), n_ctx=2048, n_threads=THREADS, n_batch=512, verbose=False)
     out: dict[str, dict[int, dict]] = {"llama-server": {}, "mlos-core": {}, "llama-cpp-python": {}}
-    try:
-        for name, server in servers.items():  # warm-up: both hold the model's pages, their threads spun up
-            _load(server, MODEL_ID, 1, 1, 8, prompts, tmp)
-        _direct(gemma_path, 1, 1, 8, prompts, llm)
-        for k, clients in enumerate(SCALE_CLIENTS):
-            order = ["llama-server", "mlos-core", "llama-cpp-python"]
-            if k % 2:
-                order.reverse()  # no order bias across the points
-            for name in order:
-                if name == "llama-cpp-python":
-                    run = _direct(gemma_path, clients, SCALE_N, MAX_TOKENS, prompts, llm)
-                else:
-                    run = _load(servers[name], MODEL_ID, clients, SCALE_N, MAX_TOKENS, prompts, tmp)
-                out[name][clients] = summarize(run)
-    finally:
-        llm.close()
+    for name, server in servers.items():  # warm-up: both hold the model's pages, their threads spun up
+        _load(server, MODEL_ID, 1, 1, 8, prompts, tmp)
+    for k, clients in enumerate(SCALE_CLIENTS):
+        order = ["llama-server", "mlos-core", "llama-cpp-python"]
+        if k % 2:
+            order.reverse()  # no order bias across the points
+        for name in order:
+            if name == "llama-cpp-python":
+                run = _direct(gemma_path, clients, SCALE_N, MAX_TOKENS, prompts, tmp)
+            else:
+                run = _load(servers[name], MODEL_ID, clients, SCALE_N, MAX_TOKENS, prompts, tmp)
+            out[name][clients] = summarize(run)
     return out
 
 

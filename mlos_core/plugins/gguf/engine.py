@@ -155,10 +155,13 @@ class Engine:
 
     def _step(self) -> None:
         for slot in self.slots:  # leave at once: cancelled or released requests free their slot now
-            if slot.request is not None and slot.request.is_cancelled():
-                reason = "released" if slot.request.released.is_set() else "cancelled"
-                slot.request.finish(reason)
-                self.stats.add(cancelled=int(reason == "cancelled"))
+            request = slot.request
+            if request is None:
+                continue
+            gone = request.client_gone()
+            if gone or request.released.is_set():
+                request.finish("cancelled" if gone else "released")
+                self.stats.add(cancelled=int(gone))
                 slot.clear()
         batch = self._batch
         batch.clear()

@@ -42,13 +42,15 @@ class Request:
         self.done = False
 
     # ---- engine side ----
-    def is_cancelled(self) -> bool:
-        if self.released.is_set():
-            return True
+    def client_gone(self) -> bool:
+        """The caller's ``cancelled()``: its client disconnected, or the model is being drained."""
         try:
             return bool(self.cancelled())
         except Exception:  # a broken callback must not stop the engine; treat it as gone
             return True
+
+    def is_cancelled(self) -> bool:
+        return self.released.is_set() or self.client_gone()
 
     def put_token(self, token: int) -> None:
         self._events.put(token)
