@@ -297,3 +297,53 @@ def test_a_long_text_is_embedded_alone_and_the_same(model):
     both = model.embed(["short one", long_text, "short two"])
     assert model.serving_stats()["embedding_batches"] - s0["embedding_batches"] == 3  # short, long alone, short
     np.testing.assert_allclose(both[1], model.embed([long_text])[0], rtol=0, atol=1e-6)
+
+
+async def test_priority_decides_which_waiting_request_gets_the_next_slot(model):
+    """The scheduler runs as many calls as the model has slots, whatever ``instances`` says; when
+    one frees, the waiting call of highest priority takes it, not the oldest."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlos_core.registry.registry import instances_for
+    from mlos_core.scheduler import ModelScheduler
+
+    assert instances_for(2, model) == PARALLEL
+    pool = ThreadPoolExecutor(PARALLEL + 2)
+    scheduler = ModelScheduler(model, pool, instances=instances_for(2, model))
+    gates = [threading.Event() for _ in range(PARALLEL)]
+    holding = []
+    order = []
+
+    def hold(i):
+        holding.append(i)
+        gates[i].wait(60)
+        return i
+
+    def generate(tag):
+        order.append(tag)
+        return _run(model, "The capital of France is", GenerationParams(max_tokens=3, temperature=0.0))[0]
+
+    try:
+        holders = [asyncio.ensure_future(scheduler.submit_call(lambda i=i: hold(i))) for i in range(PARALLEL)]
+        for _ in range(600):
+            if len(holding) == PARALLEL:
+                break
+            await asyncio.sleep(0.05)
+        assert len(holding) == PARALLEL and scheduler.queued == 0
+        low = asyncio.ensure_future(scheduler.submit_call(lambda: generate("low"), priority=0))
+        await asyncio.sleep(0.05)
+        high = asyncio.ensure_future(scheduler.submit_call(lambda: generate("high"), priority=5))
+        await asyncio.sleep(0.2)
+        assert scheduler.queued == 2 and order == []
+        gates[0].set()  # one slot frees: the later, higher-priority call takes it
+        first = await asyncio.wait_for(high, 120)
+        second = await asyncio.wait_for(low, 120)  # then the same slot, freed again, runs the other
+        assert order == ["high", "low"] and first.outputs == second.outputs and len(first.outputs) > 0
+        assert len(holding) == PARALLEL and not any(h.done() for h in holders[1:])
+    finally:
+        for g in gates:
+            g.set()
+        await asyncio.gather(*holders, return_exceptions=True)
+        await scheduler.close()
+        pool.shutdown(wait=False)

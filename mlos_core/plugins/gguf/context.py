@@ -34,7 +34,10 @@ def load_model(path: str):
 
 
 def new_context(model, *, n_ctx: int, n_seq_max: int, n_batch: int, n_threads: int,
-                embeddings: bool = False, kv_unified: bool = False):
+                embeddings: bool = False, kv_unified: bool = False, n_outputs: int = 0):
+    """``n_outputs``: the most rows with logits per decode (0: every row of the batch). A step needs
+    one per sequence, and llama.cpp reserves vocabulary x n_outputs floats for them (Gemma 3: 1 MiB
+    a row; 512 MiB for a whole batch)."""
     params = llama_cpp.llama_context_default_params()
     params.n_ctx = n_ctx
     params.n_batch = n_batch
@@ -45,6 +48,7 @@ def new_context(model, *, n_ctx: int, n_seq_max: int, n_batch: int, n_threads: i
     params.kv_unified = kv_unified
     params.swa_full = True  # sliding-window layers keep every cell: a cached prefix stays reusable
     params.no_perf = True
+    params.n_outputs_max = n_outputs
     if embeddings:
         params.embeddings = True
         params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_MEAN

@@ -44,7 +44,7 @@ class Engine:
         self._model = model
         self._vocab = model.vocab
         self._ctx = new_context(model, n_ctx=config.n_ctx, n_seq_max=config.parallel, n_batch=config.n_batch,
-                                n_threads=config.n_threads)
+                                n_threads=config.n_threads, n_outputs=config.parallel)
         self.n_ctx = int(llama_cpp.llama_n_ctx(self._ctx))
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = Batch(config.n_batch)
