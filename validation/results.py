@@ -12,7 +12,7 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 PHASES = ("install", "register", "inference_small", "inference_large")
 CATEGORIES = ("nlp", "vision", "multimodal", "llm", "audio")
 MODES = ("kernel", "userspace")
@@ -34,10 +34,11 @@ class Interval:
 @dataclass
 class Parity:
     """Outputs against the PyTorch reference (generated models) or a stored expectation."""
-    reference: str                # "pytorch" | "expected-values" | "none: <why>"
+    reference: str                # "pytorch" | "torchvision" | "tensorflow" | "expected-values" | "none: <why>"
     max_abs_diff: float | None
     tolerance: float | None
     passed: bool | None
+    cosine: float | None = None   # of the outputs against the reference, flattened (schema 1.1)
 
 
 @dataclass
@@ -53,6 +54,9 @@ class PhaseResult:
     repetitions: int = 0
     warmup: int = 0
     parity: Parity | None = None
+    # every timed request's latency, in order (schema 1.1): what a comparison with another run
+    # bootstraps; the interval above summarises them
+    samples_ms: list[float] | None = None
 
 
 @dataclass

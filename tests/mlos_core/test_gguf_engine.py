@@ -305,7 +305,7 @@ async def test_priority_decides_which_waiting_request_gets_the_next_slot(model):
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from mlos_core.registry.registry import instances_for
+    from mlos_core.registry.loading import instances_for
     from mlos_core.scheduler import ModelScheduler
 
     assert instances_for(2, model) == PARALLEL

@@ -80,6 +80,8 @@ class GgufModel(Model):
                 "context_length": config.n_ctx_seq,
                 "n_ctx": self._engine.n_ctx,
                 "parallel": config.parallel,
+                "n_parallel": config.parallel,  # the name /api/backend/info (issue 12) reports, as llama.cpp does
+                "n_ctx_seq": config.n_ctx_seq,  # one slot's share of n_ctx
                 "trained_context_length": self._trained_ctx,
                 "n_threads": config.n_threads,
                 "n_batch": config.n_batch,

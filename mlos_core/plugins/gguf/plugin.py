@@ -15,7 +15,7 @@ os.environ.setdefault("GGML_CPU_TILED_MM", "0")
 from ...errors import UnprocessableModel  # noqa: E402
 from ...smi import FormatPlugin, LoadOptions, Model, ModelSource  # noqa: E402
 from . import config as engine_config  # noqa: E402
-from .support import _install_log, _load_reason, _log_state  # noqa: E402
+from .support import _install_log, _load_reason, _log_state, load_failure  # noqa: E402
 
 
 class GgufPlugin(FormatPlugin):
@@ -50,7 +50,7 @@ class GgufPlugin(FormatPlugin):
             llm_model = load_model(path)
         except Exception as e:
             reason = _load_reason(_log_state.captured, str(e) or type(e).__name__)
-            raise UnprocessableModel(f"llama.cpp could not load {source.model_path.name}: {reason}") from None
+            raise UnprocessableModel(load_failure(source.model_path, reason), detail=reason) from None
         finally:
             _log_state.captured = None
         try:
