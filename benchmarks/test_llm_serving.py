@@ -58,7 +58,7 @@ def system_prompt() -> str:
              "weeks and renew them twice unless another member reserved them. Late returns cost ten cents a "
              "day per item. Lost cards are replaced for two euros. Answer questions from visitors politely, "
              "in one or two short sentences, and never invent services the library does not offer.").split()
-    return " ".join(words[i % len(words)] for i in range(380)) + "\n\n"
+    return " ".join(words[i % len(words)] for i in range(452)) + "\n\n"  # 501 tokens with BOS (Gemma 3)
 
 
 QUESTIONS = ["When does the library open on Saturday?", "How many items can I borrow?", "Is there a chess club?",
