@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline bench-tune kmod kmod-test clean
+.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-llm-serving bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline bench-tune kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -126,11 +126,22 @@ bench-tune: setup browser
 	@for d in $(BENCH_DIR)/tune/*/; do \
 		$(PY) -m mlos_tune report $$d --screenshot $$d/report.png || true; done
 
+# LLM serving next to llama.cpp's llama-server, built once from the llama.cpp sources vendored in the
+# installed llama-cpp-python's sdist (about 12 minutes on 2 cores; cached under ~/.cache/mlos-bench).
+# bench-llm-serving runs only the many-clients part (benchmarks/test_llm_serving.py).
 bench-llm: setup
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m pytest benchmarks/test_llm.py -p no:cacheprovider --benchmark-only \
+	$(PY) -m benchmarks.peers.llama_server
+	$(PY) -m pytest benchmarks/test_llm.py benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/llm.json -q
 	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
+
+bench-llm-serving: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m benchmarks.peers.llama_server
+	$(PY) -m pytest benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/llm-serving.json -q
+	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm-serving.json
 
 # The baseline comparison's false-alarm rate and power: the validator run MLOS_BENCH_BASE_RUNS times
 # (6) on the same code and MLOS_BENCH_BASE_SLOWED times (2) with its core slowed from outside, every

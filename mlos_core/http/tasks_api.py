@@ -131,4 +131,5 @@ def _collect(chunks) -> tuple[str, str | None, dict]:
         last = chunk
     usage = {"prompt_tokens": last.prompt_tokens if last else 0, "completion_tokens": last.completion_tokens if last else 0}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    usage["prompt_tokens_details"] = {"cached_tokens": last.cached_tokens if last else 0}
     return "".join(parts), last.finish_reason if last else None, usage
