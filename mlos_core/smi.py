@@ -102,6 +102,8 @@ class GenerationChunk:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # the last chunk of a generator that knows them: every generated token id, in order
+    token_ids: list[int] | None = None
 
 
 class Model(abc.ABC):
@@ -132,6 +134,11 @@ class Model(abc.ABC):
              cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
         raise TaskUnsupported("chat")
 
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[GenerationChunk]:
+        """One whole generation per prompt, run together (the last chunk of each, its ``text`` the
+        whole completion). Models that cannot batch generations do not offer it."""
+        raise TaskUnsupported("batched text generation")
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One float32 row per text, pooled (and normalised) the way the model prescribes."""
         raise TaskUnsupported("embeddings")
@@ -152,6 +159,11 @@ class Model(abc.ABC):
     def context_length(self) -> int | None:
         """The most tokens prompt plus completion may hold, where the model has a limit."""
         return None
+
+    def graphs(self) -> Mapping[str, "Model"]:
+        """A model made of several graphs (an encoder-decoder export) names them here; each is
+        reachable as a tensor model of its own (``<name>/<graph>@<version>``)."""
+        return {}
 
 
 class FormatPlugin(abc.ABC):

@@ -170,14 +170,11 @@ class Generator:
         prompt_tokens = len(ids)
         rng = np.random.default_rng(p.seed)
         outputs = ["logits"] + list(self.past.values())
-        decoder = _IncrementalDecoder(self.tok)
-        text = ""          # the completion decoded so far
-        emitted = 0        # how much of it the client has
+        stream = TokenStream(self.tok, stops)
         generated: list[int] = []
         past: dict[str, np.ndarray] | None = None
         past_len = 0
         finish = "length"
-        stopped = False    # a stop string ended it: what follows the stop is never sent
         while len(generated) < p.max_tokens:
             if cancelled():
                 finish = "cancelled"
@@ -186,61 +183,90 @@ class Generator:
             if self.past:
                 past = {name: out[present] for name, present in self.past.items()}
                 past_len = len(ids)
-            token = self._choose(out["logits"][0, -1], ids, p, rng)
+            token = choose_token(out["logits"][0, -1], ids, p, rng)
             if token in eos:
                 finish = "stop"
                 break
             ids.append(token)
             generated.append(token)
-            text += decoder.add(token)
-            if stops:
-                cut = _find_stop(text, stops, emitted)
-                if cut is not None:
-                    text, finish, stopped = text[:cut], "stop", True
-                    break
-                safe = len(text) - _partial_stop(text, stops)
-            else:
-                safe = len(text)
-            if safe > emitted:
-                yield GenerationChunk(text[emitted:safe])
-                emitted = safe
-        if finish == "cancelled":
-            text = text[:emitted]
-        elif not stopped:
-            text += decoder.flush()
-            cut = _find_stop(text, stops, emitted) if stops else None
-            if cut is not None:
-                text, finish = text[:cut], "stop"
-        yield GenerationChunk(text[emitted:], finish_reason=finish,
-                              prompt_tokens=prompt_tokens, completion_tokens=len(generated))
+            piece = stream.push(token)
+            if stream.stopped:
+                finish = "stop"
+                break
+            if piece:
+                yield GenerationChunk(piece)
+        rest, finish = stream.finish(finish)
+        yield GenerationChunk(rest, finish_reason=finish, prompt_tokens=prompt_tokens,
+                              completion_tokens=len(generated), token_ids=generated)
 
-    @staticmethod
-    def _choose(logits: np.ndarray, ids: list[int], p: GenerationParams, rng: np.random.Generator) -> int:
-        """The next token: repetition penalty, then greedy or temperature / top-k / top-p sampling
-        (the order of the transformers logits processors)."""
-        scores = logits.astype(np.float64)
-        if p.repetition_penalty != 1.0 and ids:
-            seen = np.unique(np.asarray(ids, dtype=np.int64))
-            seen = seen[seen < scores.shape[0]]
-            s = scores[seen]
-            scores[seen] = np.where(s < 0, s * p.repetition_penalty, s / p.repetition_penalty)
-        if p.temperature == 0:
-            return int(np.argmax(scores))
-        scores = scores / p.temperature
-        if p.top_k and p.top_k < scores.shape[0]:
-            kth = np.partition(scores, -p.top_k)[-p.top_k]
-            scores = np.where(scores < kth, -np.inf, scores)
-        probs = np.exp(scores - scores.max())
+
+def choose_token(logits: np.ndarray, ids: list[int], p: GenerationParams, rng: np.random.Generator) -> int:
+    """The next token: repetition penalty, then greedy or temperature / top-k / top-p sampling
+    (the order of the transformers logits processors)."""
+    scores = logits.astype(np.float64)
+    if p.repetition_penalty != 1.0 and ids:
+        seen = np.unique(np.asarray(ids, dtype=np.int64))
+        seen = seen[seen < scores.shape[0]]
+        s = scores[seen]
+        scores[seen] = np.where(s < 0, s * p.repetition_penalty, s / p.repetition_penalty)
+    if p.temperature == 0:
+        return int(np.argmax(scores))
+    scores = scores / p.temperature
+    if p.top_k and p.top_k < scores.shape[0]:
+        kth = np.partition(scores, -p.top_k)[-p.top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    if p.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cum = np.cumsum(probs[order])
+        keep = int(np.searchsorted(cum, p.top_p) + 1)   # the smallest set reaching top_p
+        mask = np.zeros_like(probs)
+        mask[order[:keep]] = 1.0
+        probs = probs * mask
         probs /= probs.sum()
-        if p.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            cum = np.cumsum(probs[order])
-            keep = int(np.searchsorted(cum, p.top_p) + 1)   # the smallest set reaching top_p
-            mask = np.zeros_like(probs)
-            mask[order[:keep]] = 1.0
-            probs = probs * mask
-            probs /= probs.sum()
-        return int(rng.choice(probs.shape[0], p=probs))
+    return int(rng.choice(probs.shape[0], p=probs))
+
+
+class TokenStream:
+    """Generated token ids -> the text a client receives: decoded incrementally, cut at the
+    first stop string, and holding back an end of text that may be the start of one."""
+
+    def __init__(self, tok: TextTokenizer, stops: Sequence[str] = ()):
+        self.decoder = _IncrementalDecoder(tok)
+        self.stops = tuple(stops)
+        self.text = ""       # the completion decoded so far
+        self.emitted = 0     # how much of it the client has
+        self.stopped = False  # a stop string ended it: what follows the stop is never sent
+
+    def push(self, token: int) -> str:
+        """Add one token; the text that may be sent now ('' while held back or stopped)."""
+        self.text += self.decoder.add(token)
+        if self.stops:
+            cut = _find_stop(self.text, self.stops, self.emitted)
+            if cut is not None:
+                self.text, self.stopped = self.text[:cut], True
+                return ""
+            safe = len(self.text) - _partial_stop(self.text, self.stops)
+        else:
+            safe = len(self.text)
+        if safe <= self.emitted:
+            return ""
+        piece, self.emitted = self.text[self.emitted:safe], safe
+        return piece
+
+    def finish(self, reason: str) -> tuple[str, str]:
+        """The text not sent yet and the final finish reason. A cancelled generation ends with
+        what the client has; otherwise held-back text is flushed (and cut at a stop string)."""
+        if reason == "cancelled":
+            self.text = self.text[:self.emitted]
+        elif not self.stopped:
+            self.text += self.decoder.flush()
+            cut = _find_stop(self.text, self.stops, self.emitted) if self.stops else None
+            if cut is not None:
+                self.text, reason = self.text[:cut], "stop"
+        rest, self.emitted = self.text[self.emitted:], len(self.text)
+        return rest, reason
 
 
 class _IncrementalDecoder:
