@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import BadRequest, InvalidTensor, MLOSError
+from .errors import BadRequest, InvalidTensor, MLOSError, ModelNotFound
 from .metrics import Metrics
 from .registry import ModelEntry, Registry, RegisterSpec
 from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
@@ -44,6 +44,30 @@ class TaskResult:
     queue_us: int
     compute_us: int
     total_us: int
+
+
+def graph_id(model_id: str, graph: str | None) -> str:
+    """``org/model@v`` and ``encoder`` -> ``org/model/encoder@v``: how one graph is addressed."""
+    if graph is None:
+        return model_id
+    base, at, version = model_id.rpartition("@") if "@" in model_id else (model_id, "", "")
+    return f"{base}/{graph}{at}{version}"
+
+
+def _graph(entry, graph: str | None) -> Model:
+    """The model a tensor request runs on: the whole model, or the named graph of a model made of
+    several; tensors for a model of several graphs must name one."""
+    graphs = entry.model.graphs()
+    if graph is None:
+        if graphs:
+            raise BadRequest(f"model {entry.id} is made of several graphs: send tensors to one of "
+                             + ", ".join(graph_id(entry.id, g) for g in graphs) + ", or text to its task",
+                             model_id=entry.id)
+        return entry.model
+    if graph not in graphs:
+        where = ("its graphs are " + ", ".join(graphs)) if graphs else "it is a single graph"
+        raise ModelNotFound(f"model {entry.id} has no graph {graph!r}: {where}", model_id=graph_id(entry.id, graph))
+    return graphs[graph]
 
 
 def _servable(entry) -> None:
@@ -89,9 +113,11 @@ class DataPlane:
         start = self._begin(api)
         model_id = ""
         try:
+            name, version, graph = self._target(name, version)
             model_id = self.registry.lookup(name, version).id
             async with self.registry.use(name, version) as entry:
-                meta = entry.model.metadata
+                model = _graph(entry, graph)
+                meta = model.metadata
                 inputs = decode(meta)
                 validate_inputs(inputs, meta)
                 if outputs:
@@ -101,12 +127,33 @@ class DataPlane:
                             f"unknown output {', '.join(map(repr, unknown))}; the model's outputs are "
                             + ", ".join(repr(t.name) for t in meta.outputs)
                         )
-                ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
+                if graph is None:
+                    ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
+                else:  # one graph of several: in the model's queue, never batched
+                    ex = await entry.scheduler.submit_call(lambda: model.infer(inputs, outputs), priority, timeout_s)
         except MLOSError as e:
             self._failed(model_id, e, start)
             raise
         done = self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
-        return InferResult(model_id, ex.outputs, done.queue_us, done.compute_us, done.total_us, ex.batch_size)
+        return InferResult(graph_id(model_id, graph), ex.outputs, done.queue_us, done.compute_us, done.total_us,
+                           ex.batch_size)
+
+    def _target(self, name: str, version: str | None) -> tuple[str, str | None, str | None]:
+        """(model name, version, graph): a name that is no registered model, but a registered one
+        followed by ``/<graph>`` (``hf/t5-small/encoder@latest``), names one graph of that model."""
+        try:
+            self.registry.lookup(name, version)
+            return name, version, None
+        except ModelNotFound as missing:
+            base, at, ver = name.rpartition("@") if "@" in name else (name, "", "")
+            parent, _, graph = base.rpartition("/")
+            if not parent or not graph:
+                raise
+            try:
+                self.registry.lookup(parent + at + ver, version)
+            except ModelNotFound:
+                raise missing from None
+            return parent + at + ver, version, graph
 
     # ---- task level ---------------------------------------------------------------------------
     async def run_task(self, name: str, call: Callable[[Model], Any], *, api: str, priority: int = 0) -> TaskResult:
@@ -192,9 +239,11 @@ class DataPlane:
         self.metrics.record_success(model_id, total_ns, queue_ns, compute_ns)
         return TaskResult(model_id, value, queue_ns // 1000, compute_ns // 1000, total_ns // 1000)
 
-    async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata]:
+    async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata, str]:
+        """The entry, the metadata and the public id of a model, or of one of its graphs."""
+        name, version, graph = self._target(name, version)
         async with self.registry.use(name, version) as entry:
-            return entry, entry.model.metadata
+            return entry, _graph(entry, graph).metadata, graph_id(entry.id, graph)
 
     async def register(self, spec: RegisterSpec) -> tuple[ModelEntry, bool]:
         return await self.registry.register(spec)

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..dataplane import graph_id
 from ..errors import BadRequest, MLOSError, PayloadTooLarge
 from ..registry import ModelEntry
 from ..tensors import v2_datatype
@@ -126,6 +127,12 @@ def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
         out["inputs"] = [tensor_spec(t) for t in meta.inputs]
         out["outputs"] = [tensor_spec(t) for t in meta.outputs]
         out["batchable"] = meta.batchable
+        graphs = entry.model.graphs()
+        if graphs:  # several graphs, each reachable as a tensor model of its own
+            out["graphs"] = {name: {"id": graph_id(r.id, name),
+                                    "inputs": [tensor_spec(t) for t in g.metadata.inputs],
+                                    "outputs": [tensor_spec(t) for t in g.metadata.outputs]}
+                             for name, g in graphs.items()}
     return out
 
 

@@ -60,10 +60,10 @@ class V2Api:
         return json_response({"name": entry.id, "ready": ok, "state": entry.state.value}, status=200 if ok else 400)
 
     async def model_metadata(self, request: web.Request) -> web.Response:
-        entry, meta = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
-        version = entry.id.rsplit("@", 1)[1] if "@" in entry.id else "1"
+        _, meta, model_id = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
+        version = model_id.rsplit("@", 1)[1] if "@" in model_id else "1"
         return json_response({
-            "name": entry.id,
+            "name": model_id,
             "versions": [version],
             "platform": meta.platform,
             "inputs": [tensor_spec(t) for t in meta.inputs],

@@ -47,7 +47,7 @@ class V2Extensions:
         ]
 
     async def config(self, request: web.Request) -> web.Response:
-        entry, meta = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
+        entry, meta, model_id = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
         settings = self.plane.registry.settings
         rows = entry.option("max_batch_size", settings)
         batching = meta.batchable and rows > 1 and (entry.scheduler is None or entry.scheduler.batching)
@@ -57,7 +57,7 @@ class V2Extensions:
             return {"name": t.name, "data_type": _config_type(t.dtype), "dims": dims}
 
         config = {
-            "name": entry.id,
+            "name": model_id,
             "platform": meta.platform,
             "backend": _PLATFORM_BACKEND.get(meta.platform, meta.platform),
             "version_policy": {"specific": {"versions": [_version(entry.id)]}},

@@ -110,6 +110,14 @@ class OnnxPlugin(FormatPlugin):
         return True, onnxruntime.__version__
 
     def load(self, source: ModelSource, options: LoadOptions) -> Model:
+        if source.model_path.is_dir():  # an encoder-decoder export: several graphs, one model
+            from .onnx_graphs import load_graph_set
+
+            return load_graph_set(source.model_path, lambda path: self.open(path, options))
+        return self.open(source.model_path, options)
+
+    def open(self, path, options: LoadOptions) -> OnnxModel:
+        """One ONNX graph on its own session."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -120,7 +128,7 @@ class OnnxPlugin(FormatPlugin):
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "1" if options.allow_spinning else "0")
         try:
-            session = ort.InferenceSession(str(source.model_path), so, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise UnprocessableModel(f"onnxruntime could not load {source.model_path.name}: {_short(e)}") from None
-        return OnnxModel(session, str(source.model_path))
+            raise UnprocessableModel(f"onnxruntime could not load {os.path.basename(path)}: {_short(e)}") from None
+        return OnnxModel(session, str(path))

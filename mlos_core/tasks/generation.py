@@ -92,23 +92,8 @@ class Generator:
 
     def chat(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
              cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
-        from .. import chat as chatlib
-
-        messages = chatlib.validate_messages(messages)
-        template, _source = self.template()
-        text = chatlib.render(messages, template, bos_token=self.tok.bos_token or "",
-                              eos_token=self.tok.eos_token or "", add_generation_prompt=True)
-        # an end-of-turn marker ends the reply: as a token when the vocabulary has it, else as text
-        stop_ids, stop_texts = set(), []
-        for marker in chatlib.end_of_turn_markers(template):
-            tid = self.tok.token_id(marker)
-            if tid is not None:
-                stop_ids.add(tid)
-            else:
-                stop_texts.append(marker)
-        # the template writes the special tokens itself, as transformers' apply_chat_template
-        return self._start(self.tok.encode(text, add_special_tokens=False), params, cancelled,
-                           frozenset(stop_ids), tuple(stop_texts))
+        ids, stop_ids, stop_texts = chat_prompt(self.tok, self.template()[0], messages)
+        return self._start(ids, params, cancelled, stop_ids, stop_texts)
 
     def template(self) -> tuple[str, str]:
         """The chat template and where it came from (mlos_core.chat.select_template): the
@@ -123,19 +108,7 @@ class Generator:
                stop_ids: frozenset[int] = frozenset(), extra_stops: tuple[str, ...] = ()) -> Iterator[GenerationChunk]:
         """Check the request up front (so errors are raised at the call, not at the first chunk)."""
         p = params
-        if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int) or p.max_tokens < 1:
-            raise BadRequest(f"max_tokens must be a positive integer, not {p.max_tokens!r}")
-        if not (p.temperature >= 0):
-            raise BadRequest(f"temperature must be >= 0, not {p.temperature!r}")
-        if not (0 < p.top_p <= 1):
-            raise BadRequest(f"top_p must be in (0, 1], not {p.top_p!r}")
-        if isinstance(p.top_k, bool) or not isinstance(p.top_k, int) or p.top_k < 0:
-            raise BadRequest(f"top_k must be a non-negative integer, not {p.top_k!r}")
-        if not (p.repetition_penalty > 0):
-            raise BadRequest(f"repetition_penalty must be > 0, not {p.repetition_penalty!r}")
-        if isinstance(p.stop, str) or any(not isinstance(s, str) for s in (p.stop or ())):
-            raise BadRequest("stop must be a list of strings")
-        stops = tuple(s for s in tuple(p.stop or ()) + extra_stops if s)
+        stops = check_params(p, extra_stops)
         if not ids:
             if self.tok.bos_token_id is None:
                 raise BadRequest("the prompt is empty and the model has no beginning-of-sequence token")
@@ -198,6 +171,43 @@ class Generator:
         rest, finish = stream.finish(finish)
         yield GenerationChunk(rest, finish_reason=finish, prompt_tokens=prompt_tokens,
                               completion_tokens=len(generated), token_ids=generated)
+
+
+def chat_prompt(tok: TextTokenizer, template: str, messages: Sequence[Mapping[str, Any]]
+                ) -> tuple[list[int], frozenset[int], tuple[str, ...]]:
+    """The prompt token ids of a chat, and what ends the reply: the template's end-of-turn
+    markers, as token ids where the vocabulary has them, else as stop strings."""
+    from .. import chat as chatlib
+
+    messages = chatlib.validate_messages(messages)
+    text = chatlib.render(messages, template, bos_token=tok.bos_token or "",
+                          eos_token=tok.eos_token or "", add_generation_prompt=True)
+    stop_ids, stop_texts = set(), []
+    for marker in chatlib.end_of_turn_markers(template):
+        tid = tok.token_id(marker)
+        if tid is not None:
+            stop_ids.add(tid)
+        else:
+            stop_texts.append(marker)
+    # the template writes the special tokens itself, as transformers' apply_chat_template
+    return tok.encode(text, add_special_tokens=False), frozenset(stop_ids), tuple(stop_texts)
+
+
+def check_params(p: GenerationParams, extra_stops: Sequence[str] = ()) -> tuple[str, ...]:
+    """Refuse parameters no generator can honour; the stop strings to watch for."""
+    if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int) or p.max_tokens < 1:
+        raise BadRequest(f"max_tokens must be a positive integer, not {p.max_tokens!r}")
+    if not (p.temperature >= 0):
+        raise BadRequest(f"temperature must be >= 0, not {p.temperature!r}")
+    if not (0 < p.top_p <= 1):
+        raise BadRequest(f"top_p must be in (0, 1], not {p.top_p!r}")
+    if isinstance(p.top_k, bool) or not isinstance(p.top_k, int) or p.top_k < 0:
+        raise BadRequest(f"top_k must be a non-negative integer, not {p.top_k!r}")
+    if not (p.repetition_penalty > 0):
+        raise BadRequest(f"repetition_penalty must be > 0, not {p.repetition_penalty!r}")
+    if isinstance(p.stop, str) or any(not isinstance(s, str) for s in (p.stop or ())):
+        raise BadRequest("stop must be a list of strings")
+    return tuple(s for s in tuple(p.stop or ()) + tuple(extra_stops) if s)
 
 
 def choose_token(logits: np.ndarray, ids: list[int], p: GenerationParams, rng: np.random.Generator) -> int:
