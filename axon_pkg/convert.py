@@ -211,8 +211,10 @@ def _worker_env() -> dict[str, str]:
 
 
 def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
-                    timeout_s: float = 1800, check_parity: bool = True) -> ConversionResult:
-    """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``."""
+                    timeout_s: float = 1800, check_parity: bool = True, all_graphs: bool = False) -> ConversionResult:
+    """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``. Of an
+    encoder-decoder, the encoder and the merged decoder are kept (``all_graphs``: the split
+    decoders too)."""
     t0 = time.monotonic()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
 
@@ -246,6 +248,8 @@ def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
         cmd.append("--task-explicit")
     if not check_parity:
         cmd.append("--no-parity")
+    if all_graphs:
+        cmd.append("--all-graphs")
     proc = None
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -136,7 +136,8 @@ def select_files(files: list[RemoteFile], fmt: str = "auto", selector: str | Non
     gguf = [f for f in usable if f.path.endswith(".gguf")]
     onnx = [f for f in usable if f.path.endswith(".onnx")]
     st = [f for f in usable if f.path.endswith(".safetensors")]
-    order = {"auto": [GGUF, ONNX, SAFETENSORS], "gguf": [GGUF], "onnx": [ONNX, SAFETENSORS],
+    # SafeTensors under "gguf" and "onnx": converted to that format by the install
+    order = {"auto": [GGUF, ONNX, SAFETENSORS], "gguf": [GGUF, SAFETENSORS], "onnx": [ONNX, SAFETENSORS],
              "native": [SAFETENSORS, GGUF, ONNX]}[fmt]
     for kind in order:
         if kind == GGUF and gguf:
@@ -154,7 +155,7 @@ def select_files(files: list[RemoteFile], fmt: str = "auto", selector: str | Non
         raise SelectionError(
             f"the repo's weights are only in formats axon-py never loads ({', '.join(pickles[:5])}): pickles can "
             "run arbitrary code", hint="choose a repo (or revision) with SafeTensors, ONNX or GGUF weights")
-    want = {"auto": "GGUF, ONNX or SafeTensors", "gguf": "GGUF", "onnx": "ONNX or SafeTensors to convert",
+    want = {"auto": "GGUF, ONNX or SafeTensors", "gguf": "GGUF or SafeTensors to convert", "onnx": "ONNX or SafeTensors to convert",
             "native": "SafeTensors"}[fmt]
     raise SelectionError(f"no {want} weights in the repo (files: {', '.join(sorted(by_path)[:15]) or 'none'})")
 

@@ -26,17 +26,17 @@ FILES = {ENCODER: "encoder_model.onnx", DECODER: "decoder_model.onnx",
 def seq2seq_graphs(directory: Path) -> dict[str, Path] | None:
     """The graph files a directory's seq2seq export is served from, or None when it holds none.
 
-    The split decoders win over the merged one when both are present: the first step then runs a
-    graph without past inputs and later steps one without the encoder-states branch, where the
-    merged graph evaluates an If on every step (measured in benchmarks/test_seq2seq.py)."""
+    The merged decoder wins when both layouts are present, as in optimum's ORTModelForSeq2SeqLM:
+    its two branches share one copy of the weights, where the split pair holds two (T5-small:
+    358 MB against 567 MB); benchmarks/test_seq2seq.py measures both layouts' speed."""
     d = Path(directory)
     present = {role: d / name for role, name in FILES.items() if (d / name).is_file()}
     if ENCODER not in present:
         return None
-    if DECODER in present:
-        return {r: present[r] for r in (ENCODER, DECODER, DECODER_WITH_PAST) if r in present}
     if DECODER_MERGED in present:
         return {ENCODER: present[ENCODER], DECODER_MERGED: present[DECODER_MERGED]}
+    if DECODER in present:
+        return {r: present[r] for r in (ENCODER, DECODER, DECODER_WITH_PAST) if r in present}
     return None
 
 

@@ -58,5 +58,8 @@ def test_only_pickles_is_refused_with_the_reason():
 
 
 def test_format_gguf_requested_but_absent():
-    with pytest.raises(SelectionError, match="no GGUF weights"):
-        select_files(repo("model.safetensors"), fmt="gguf")
+    with pytest.raises(SelectionError, match="no GGUF or SafeTensors to convert weights"):
+        select_files(repo("model.onnx", "config.json"), fmt="gguf")
+    # SafeTensors are taken to be converted (axon_pkg.gguf_convert)
+    sel = select_files(repo("model.safetensors", "config.json", "tokenizer.model", "model.onnx"), fmt="gguf")
+    assert sel.format == "safetensors" and paths(sel) == ["config.json", "model.safetensors", "tokenizer.model"]

@@ -46,7 +46,7 @@ def export(request, tmp_path_factory) -> Export:
     root = tmp_path_factory.mktemp(f"seq2seq-{kind}")
     src = root / "src"
     tiny_model_files(kind, src)
-    result = convert_to_onnx(src, root / "all")
+    result = convert_to_onnx(src, root / "all", all_graphs=True)
     assert result.converted, result.reason
     assert result.task == "text2text-generation-with-past"
     assert set(SPLIT + MERGED) <= set(result.files)
@@ -110,6 +110,8 @@ def test_both_layouts_are_one_onnx_model(export):
         assert (found.format, found.model_path) == ("onnx", d)
     assert list(seq2seq_graphs(export.split)) == ["encoder", "decoder", "decoder_with_past"]
     assert list(seq2seq_graphs(export.merged)) == ["encoder", "decoder_merged"]
+    # with both layouts present the merged decoder is served (one copy of the weights)
+    assert list(seq2seq_graphs(export.src.parent / "all")) == ["encoder", "decoder_merged"]
 
 
 def test_an_encoder_alone_is_not_a_seq2seq_model(export, tmp_path):
