@@ -33,11 +33,13 @@ class Interval:
 
 @dataclass
 class Parity:
-    """Outputs against the PyTorch reference (generated models) or a stored expectation."""
-    reference: str                # "pytorch" | "expected-values" | "none: <why>"
+    """Outputs against the PyTorch reference (generated models) or a stored expectation; for
+    generators, token ids against transformers' greedy ones (``measure`` says what was compared)."""
+    reference: str                # "pytorch" | "pytorch greedy tokens" | "expected-values" | "none: <why>"
     max_abs_diff: float | None
     tolerance: float | None
     passed: bool | None
+    measure: str | None = None    # token checks: "16/16 greedy tokens equal; top-1 agreement 1.00 over 24"
 
 
 @dataclass
