@@ -8,7 +8,7 @@
 A directory is a model when it holds one recognisable model (``model.onnx`` wins among several
 ONNX files; optimum's encoder-decoder export, ``encoder_model.onnx`` with its decoder graphs, is one
 ONNX model: the directory; a Hugging Face directory with ``config.json`` and ``*.safetensors`` is
-SafeTensors).
+SafeTensors), or holds nothing but an ``onnx/`` folder that does.
 """
 from __future__ import annotations
 
@@ -148,6 +148,8 @@ def detect(path: Path, preferred: str | None = None) -> Detected:
     if path.is_file():
         return Detected(detect_file(path), path)
     found = _candidates(path)
+    if not found and (path / "onnx").is_dir() and not (path / "onnx").is_symlink():
+        return detect(path / "onnx", preferred)   # an export under onnx/ (transformers.js repos)
     if not found:
         names = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
         raise UnprocessableModel(f"{path}: no ONNX, GGUF or SafeTensors model in this directory (found: {names})")
