@@ -40,15 +40,6 @@ def seq2seq_graphs(directory: Path) -> dict[str, Path] | None:
     return None
 
 
-def _describe(model: Model) -> dict:
-    from ..tensors import v2_datatype
-
-    def spec(t):
-        return {"name": t.name, "datatype": v2_datatype(t.dtype), "shape": list(t.shape)}
-
-    return {"inputs": [spec(t) for t in model.metadata.inputs], "outputs": [spec(t) for t in model.metadata.outputs]}
-
-
 class OnnxGraphSet(Model):
     """Several graphs served as one model. Its own tensor interface is empty: tensors go to one
     graph (``graphs()``), text to the task layer attached over it."""
@@ -59,8 +50,7 @@ class OnnxGraphSet(Model):
         layout = "merged" if DECODER_MERGED in self._graphs else "split"
         self.metadata = ModelMetadata(
             (), (), platform="onnxruntime_onnx", batchable=False,
-            properties={"layout": f"encoder-decoder ({layout} decoder)",
-                        "graphs": {name: _describe(g) for name, g in self._graphs.items()}})
+            properties={"layout": f"encoder-decoder ({layout} decoder)", "graphs": list(self._graphs)})
 
     def graphs(self) -> Mapping[str, Model]:
         return self._graphs

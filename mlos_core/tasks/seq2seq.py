@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import BadRequest, UnprocessableModel
-from ..smi import GenerationChunk, GenerationParams, Model
+from ..smi import GenerationChunk, GenerationParams, Model, TaskUnsupported
 from .generation import TokenStream, _template_of, chat_prompt, check_params, choose_token
 from .tokenizer import TextTokenizer
 
@@ -133,8 +133,6 @@ class Seq2SeqGenerator:
 
     def chat(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
              cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
-        from ..smi import TaskUnsupported
-
         template = self.chat_override or self.embedded_template
         if not template:
             raise TaskUnsupported("chat (the model has no chat template; register it with a chat_template option)")
@@ -206,7 +204,7 @@ class Seq2SeqGenerator:
         head_dim = cfg.get("d_kv") or ((cfg.get("d_model") or cfg.get("hidden_size") or 0) // heads if heads else None)
         fill = [batch, heads, 0, head_dim]
         out = [fill[i] if (i in (0, 2) or shape[i] < 0) else shape[i] for i in range(4)]
-        if any(not isinstance(d, int) or d is None for d in out):
+        if not all(isinstance(d, int) for d in out):
             raise UnprocessableModel(f"cannot tell the shape of {name} {tuple(shape)} from config.json")
         return np.zeros(out, dtype=spec.dtype)
 
