@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-seq2seq bench-kmod bench-oip kmod kmod-test clean
+.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-seq2seq bench-kmod bench-oip bench-safety kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,14 @@ bench-core: setup
 	$(PY) -m pytest benchmarks/test_core.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/core.json -q
 	$(PY) -m benchmarks.report $(BENCH_DIR)/core.json
+
+# What issue 11's defences cost: health p99 and RSS while 60 MB JSON bodies are parsed (offloaded vs
+# inline), throughput at c=32 with and without --api-key, and the batch probe's load time.
+bench-safety: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_safety.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/safety.json -q
+	$(PY) -m benchmarks.report_safety $(BENCH_DIR)/safety.json
 
 bench-llm: setup
 	mkdir -p $(BENCH_DIR)

@@ -323,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-parity", action="store_true")
     ap.add_argument("--all-graphs", action="store_true", help="keep an encoder-decoder's split decoders too")
     ns = ap.parse_args(argv)
+    from axon_pkg.child import die_with_parent
+
+    die_with_parent()
 
     # Keep stdout for the one JSON line: whatever the libraries print goes to stderr.
     sys.stdout.flush()

@@ -16,8 +16,11 @@ DEFAULTS: dict[str, Any] = {
     "mlos.endpoint": "http://localhost:8080",
     "install.format": "auto",
     "hub.endpoint": "https://huggingface.co",
+    "mlos.api_key": "",  # sent as Authorization: Bearer to a core started with --api-key
+    "hub.timeout": "10",  # seconds a hub call may wait (HF_HUB_ETAG_TIMEOUT wins)
 }
-ENV = {"mlos.endpoint": "MLOS_CORE_ENDPOINT", "hub.endpoint": "HF_ENDPOINT"}
+ENV = {"mlos.endpoint": "MLOS_CORE_ENDPOINT", "hub.endpoint": "HF_ENDPOINT", "mlos.api_key": "MLOS_API_KEY"}
+SECRET = ("mlos.api_key",)  # never printed whole
 
 
 def config_path() -> Path:
@@ -74,6 +77,12 @@ def set_value(key: str, value: str) -> None:
         raise AxonError(f"unknown setting {key!r}; known: {', '.join(sorted(DEFAULTS))}")
     if key.endswith("endpoint") and not value.startswith(("http://", "https://")):
         raise AxonError(f"{key} must be an http:// or https:// URL")
+    if key == "hub.timeout":
+        try:
+            if float(value) <= 0:
+                raise ValueError
+        except ValueError:
+            raise AxonError("hub.timeout must be a number of seconds > 0") from None
     if key == "install.format" and value not in ("auto", "onnx", "gguf", "native"):
         raise AxonError("install.format must be auto, onnx, gguf or native")
     data = _load()
@@ -84,9 +93,16 @@ def set_value(key: str, value: str) -> None:
     node[parts[-1]] = value
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)  # 0600: it may hold an API key
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(data, f, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def shown(key: str, value: Any) -> Any:
+    """A value as ``config list``/``get`` print it: secrets masked."""
+    if key in SECRET and value:
+        return f"{str(value)[:4]}... ({len(str(value))} characters)"
+    return value

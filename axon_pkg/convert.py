@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .child import child_env
+
 __all__ = ["ConversionResult", "conversion_available", "infer_task", "convert_to_onnx"]
 
 TOOL = "optimum-onnx"
@@ -207,7 +209,7 @@ def _worker_env() -> dict[str, str]:
     # Make sure the child can import this package even when it is not installed.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    return child_env(env)  # the worker dies with us (axon_pkg.child)
 
 
 def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,

@@ -68,6 +68,27 @@ def _token():
     return os.environ.get("HF_TOKEN") or None
 
 
+def timeout_s() -> float:
+    """Seconds any hub call may wait for an answer: ``HF_HUB_ETAG_TIMEOUT`` (huggingface_hub's own
+    setting for metadata calls) wins over ``hub.timeout``; downloads also honour
+    ``HF_HUB_DOWNLOAD_TIMEOUT`` between bytes, which huggingface_hub reads itself."""
+    from . import config
+
+    raw = os.environ.get("HF_HUB_ETAG_TIMEOUT") or config.get("hub.timeout")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise HubError(f"hub timeout {raw!r} is not a number of seconds") from None
+    return value if value > 0 else 10.0
+
+
+def _unreachable(e: Exception) -> bool:
+    import requests
+
+    return isinstance(e, (requests.exceptions.Timeout, requests.exceptions.ConnectionError, TimeoutError,
+                          ConnectionError))
+
+
 def _hub_error(e: Exception, ref: Ref) -> HubError:
     from huggingface_hub.errors import (
         EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
@@ -82,11 +103,14 @@ def _hub_error(e: Exception, ref: Ref) -> HubError:
         return HubError(f"revision {ref.revision!r} not found in {ref.repo}")
     if isinstance(e, EntryNotFoundError):
         return HubError(f"a file of {ref.repo} vanished from the hub: {e}")
-    if isinstance(e, LocalEntryNotFoundError):
-        return HubError(f"cannot reach the hub at {endpoint()} and nothing is cached", hint="check the network or HF_ENDPOINT")
+    offline = ("check the network and HF_ENDPOINT (a mirror's URL works too); offline, install from a local "
+               "directory instead: axon-py install ./model-dir")
+    if isinstance(e, LocalEntryNotFoundError) or _unreachable(e) or _unreachable(e.__cause__ or e.__context__ or e):
+        return HubError(f"the hub at {endpoint()} (HF_ENDPOINT) did not answer within {timeout_s():g} s or could not "
+                        "be reached", hint=offline)
     if isinstance(e, HfHubHTTPError):
         return HubError(f"the hub answered an error for {ref.repo}: {str(e).splitlines()[0]}")
-    return HubError(f"cannot reach the hub at {endpoint()}: {type(e).__name__}: {e}")
+    return HubError(f"the hub at {endpoint()} (HF_ENDPOINT) failed: {type(e).__name__}: {str(e)[:300]}", hint=offline)
 
 
 def resolve(ref: Ref) -> Resolved:
@@ -95,7 +119,8 @@ def resolve(ref: Ref) -> Resolved:
 
     revision = None if ref.revision == "latest" else ref.revision
     try:
-        info = HfApi(endpoint=endpoint(), token=_token()).model_info(ref.repo, revision=revision, files_metadata=True)
+        info = HfApi(endpoint=endpoint(), token=_token()).model_info(ref.repo, revision=revision, files_metadata=True,
+                                                                     timeout=timeout_s())
     except Exception as e:
         raise _hub_error(e, ref) from None
     files = []
@@ -215,7 +240,6 @@ def _pick_gguf(gguf: list[RemoteFile], selector: str | None) -> list[RemoteFile]
 def download(ref: Ref, resolved: Resolved, selection: Selection, cache_dir: Path, *, quiet: bool,
              on_file: Callable[[RemoteFile, Path], None] | None = None) -> dict[str, Path]:
     """Download the selected files at the resolved commit; returns path -> local file."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     if quiet:
@@ -225,14 +249,21 @@ def download(ref: Ref, resolved: Resolved, selection: Selection, cache_dir: Path
     out = {}
     try:
         for f in selection.files:
-            try:
-                local = hf_hub_download(ref.repo, f.path, revision=resolved.commit, cache_dir=str(cache_dir),
-                                        endpoint=endpoint(), token=_token())
-            except Exception as e:
-                raise _hub_error(e, ref) from None
-            out[f.path] = Path(local)
+            out[f.path] = fetch(ref, resolved.commit, f.path, cache_dir)
             if on_file:
-                on_file(f, Path(local))
+                on_file(f, out[f.path])
     finally:
         enable_progress_bars()
     return out
+
+
+def fetch(ref: Ref, commit: str, path: str, cache_dir: Path, *, again: bool = False) -> Path:
+    """One file at a commit, through the download cache; ``again`` ignores a cached copy (one that
+    failed its checksum) and downloads it anew."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(ref.repo, path, revision=commit, cache_dir=str(cache_dir), endpoint=endpoint(),
+                                    token=_token(), etag_timeout=timeout_s(), force_download=again))
+    except Exception as e:
+        raise _hub_error(e, ref) from None

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 from . import hub
-from .errors import SelectionError
+from .errors import IntegrityError, SelectionError
 from .manifest import MANIFEST_NAME
 from .package import add_files, build_manifest, finish, io_schema, package_bytes
 from .refs import Ref, is_local, parse_ref
+from .repair import RebuildNeeded, repair
 from .store import Cache, Installed
 
 FORMATS = ("auto", "onnx", "gguf", "native")
@@ -30,6 +31,7 @@ class InstallResult:
     package_bytes: int = 0
     conversion: dict | None = None
     reused: bool = False
+    repaired: list[str] = field(default_factory=list)  # files fetched again because they had gone bad
 
 
 def _variant(fmt: str, selector: str | None, wanted_file: str | None) -> str:
@@ -63,9 +65,18 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
     version = resolved.commit + (f"-{variant}" if variant else "")
     existing = cache.package_root(ref.namespace, ref.repo) / version
     if (existing / MANIFEST_NAME).is_file():
-        cache.point(ref.namespace, ref.repo, version, [ref.revision])
-        progress(f"{ref} is installed already at {resolved.commit[:12]}")
-        return InstallResult(cache.resolve(Ref(ref.namespace, ref.repo, version)), reused=True)
+        pkg = cache.resolve(Ref(ref.namespace, ref.repo, version))
+        try:
+            fixed = repair(pkg, cache, progress)  # installed already, but checked: never reused broken
+        except RebuildNeeded:
+            progress(f"{ref}: converted files do not match the manifest; rebuilding the package")
+            cache.discard(pkg)
+        else:
+            cache.point(ref.namespace, ref.repo, version, [ref.revision])
+            progress(f"{ref} is installed already at {resolved.commit[:12]}"
+                     + (f"; repaired {len(fixed)} file(s)" if fixed else ""))
+            return InstallResult(cache.resolve(Ref(ref.namespace, ref.repo, version)), reused=True,
+                                 repaired=fixed)
     selection = hub.select_files(resolved.files, fmt, ref.selector, wanted_file)
     progress(f"{ref.revision} -> commit {resolved.commit}; taking {selection.note} ({len(selection.files)} files)")
 
@@ -75,12 +86,18 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
     expected = {f.path: f.sha256 for f in selection.files if f.sha256}
     source_bytes = sum(p.stat().st_size for p in local.values())
 
+    def refetch(rel: str) -> Path:
+        progress(f"{rel}: the downloaded copy does not match the hub's sha256; downloading it again")
+        local[rel] = hub.fetch(ref, resolved.commit, rel, cache.hub, again=True)
+        return local[rel]
+
     staging = cache.staging(ref.namespace, ref.repo)
     try:
-        files, exec_fmt, conversion, convert_s = _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progress)
+        files, exec_fmt, conversion, convert_s = _maybe_convert(ref, resolved, selection, local, fmt, cache, staging,
+                                                                progress, expected, refetch)
         timings["convert_s"] = convert_s
         t = time.perf_counter()
-        entries = add_files(cache, staging, files, expected)
+        entries = add_files(cache, staging, files, expected, refetch)
         shutil.rmtree(staging / EXPORT_DIR, ignore_errors=True)
         execution = [e["path"] for e in entries if _is_weight(e["path"], exec_fmt)]
         tokenizer = "tokenizer.json" if "tokenizer.json" in files else None
@@ -129,7 +146,19 @@ def _is_weight(path: str, fmt: str) -> bool:
     return path.endswith({"onnx": ".onnx", "gguf": ".gguf", "safetensors": ".safetensors"}[fmt])
 
 
-def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progress):
+def _verified_sources(local: dict[str, Path], expected: dict[str, str], refetch) -> None:
+    """A conversion reads the downloaded files directly: check them against the hub's digests first
+    (a corrupt cached copy would otherwise be converted into a wrong model)."""
+    from .manifest import sha256_file
+
+    for rel, want in expected.items():
+        if rel in local and sha256_file(local[rel]) != want:
+            got = sha256_file(refetch(rel))
+            if got != want:
+                raise IntegrityError(f"{rel}: downloaded content has sha256 {got}, the hub announced {want}")
+
+
+def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progress, expected, refetch):
     """SafeTensors transformer models are converted to GGUF (``-f gguf``, or ``-f auto`` for a
     decoder LLM llama.cpp's converter knows) or to ONNX, unless the user keeps them (``-f native``);
     when conversion is impossible the package keeps SafeTensors and says why."""
@@ -139,6 +168,7 @@ def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progres
         return files, selection.format, ({"converted": False, "reason": reason} if reason else None), 0.0
     from .convert import conversion_available, convert_to_onnx
 
+    _verified_sources(local, expected, refetch)
     snapshot = next(iter(local.values()))
     for _ in range(len(Path(next(iter(local))).parts)):
         snapshot = snapshot.parent

@@ -7,7 +7,7 @@ import gzip
 import os
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Callable, Any
 
 from . import __version__
 from .errors import IntegrityError
@@ -53,12 +53,17 @@ def io_schema(fmt: str, model_file: Path | None, tokenizer: str | None) -> dict:
     return {"inputs": [], "outputs": []}
 
 
-def add_files(cache: Cache, staging: Path, files: dict[str, Path], expected: dict[str, str] | None = None) -> list[dict]:
-    """Store each file once in the blob store and link it into the package at its path."""
+def add_files(cache: Cache, staging: Path, files: dict[str, Path], expected: dict[str, str] | None = None,
+              refetch: Callable[[str], Path] | None = None) -> list[dict]:
+    """Store each file once in the blob store and link it into the package at its path. A file
+    whose digest differs from the one announced is fetched once more (``refetch``: a download
+    cache's copy can be corrupt) before the install fails."""
     entries = []
     for rel, src in sorted(files.items()):
         digest, size = cache.add_blob(src)
         want = (expected or {}).get(rel)
+        if want and want != digest and refetch is not None:
+            digest, size = cache.add_blob(refetch(rel))
         if want and want != digest:
             raise IntegrityError(f"{rel}: downloaded content has sha256 {digest}, the hub announced {want}")
         dest = staging / rel

@@ -25,10 +25,13 @@ def register_body(pkg: Installed, model_id: str) -> dict:
     }
 
 
-def register(pkg: Installed, model_id: str, endpoint: str, timeout: float = 300) -> dict:
+def register(pkg: Installed, model_id: str, endpoint: str, timeout: float = 300, api_key: str = "") -> dict:
     body = json.dumps(register_body(pkg, model_id)).encode()
     url = endpoint.rstrip("/") + "/v1/models/register"
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
@@ -38,7 +41,9 @@ def register(pkg: Installed, model_id: str, endpoint: str, timeout: float = 300)
             message = json.loads(text).get("message") or text
         except ValueError:
             message = text
-        raise CoreError(f"MLOS core refused the registration (HTTP {e.code}): {message}") from None
+        hint = ("the core asks for an API key: give --api-key, set MLOS_API_KEY, or axon-py config set mlos.api_key"
+                if e.code == 401 else None)
+        raise CoreError(f"MLOS core refused the registration (HTTP {e.code}): {message}", hint=hint) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise CoreError(f"cannot reach the MLOS core at {endpoint}: {reason}",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IntegrityError, NotInstalled
-from .manifest import MANIFEST_NAME, ManifestError, is_valid_digest, listed_files, read_manifest
+from .manifest import MANIFEST_NAME, ManifestError, is_valid_digest, listed_files, read_manifest, sha256_file
 from .refs import Ref
 
 INCOMPLETE = ".incomplete-"
@@ -58,6 +58,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Cache:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else axon_home() / "cache"
@@ -80,6 +90,11 @@ class Cache:
                 h.update(block)
         digest = h.hexdigest()
         target = self.blob_path(digest)
+        if target.exists() and sha256_file(target) != digest:
+            # a blob is named by its digest, but its bytes can rot or be overwritten: never reuse it
+            # unchecked (a corrupt blob would block every reinstall); replace it with the good copy
+            os.chmod(target, 0o644)
+            target.unlink()
         if not target.exists():
             self.blobs.mkdir(parents=True, exist_ok=True)
             tmp = self.blobs / f"{INCOMPLETE}{digest}-{os.getpid()}"
@@ -103,9 +118,15 @@ class Cache:
         return self.models / namespace / repo
 
     def staging(self, namespace: str, repo: str) -> Path:
+        """A fresh staging directory named after this process, after removing those of processes
+        that are gone (a kill -9 mid-install leaves its staging behind; a live install's is kept)."""
         root = self.package_root(namespace, repo)
         root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=INCOMPLETE, dir=root))
+        for old in root.glob(f"{INCOMPLETE}pid*-*"):
+            pid = old.name[len(INCOMPLETE) + 3:].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=f"{INCOMPLETE}pid{os.getpid()}-", dir=root))
 
     def commit_package(self, staging: Path, namespace: str, repo: str, version: str, refs: list[str]) -> Path:
         """Move a complete staging directory into place, then point the refs at it."""
@@ -157,6 +178,13 @@ class Cache:
         if not d.is_dir():
             return {}
         return {p.name: p.read_text().strip() for p in d.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+    def discard(self, pkg: Installed) -> None:
+        """Take one package version away (atomically), keeping its refs: it is about to be rebuilt."""
+        trash = self.package_root(pkg.namespace, pkg.repo) / f"{INCOMPLETE}removed-{pkg.version}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(pkg.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def remove(self, ref: Ref) -> list[Path]:
         """Remove one package (the one the ref resolves to) and the refs pointing at it."""

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from validation.core_proc import stop_process
+from validation.core_proc import model_root_args, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER_ARGS = "--max-batch-size 64 --max-batch-delay-us 200 --instances 2 --intra-op-threads 1"
@@ -181,7 +181,7 @@ def launch_mlos(d: Path, server_args: list[str] = SERVER_ARGS, env: dict | None 
     (d / "data").mkdir(parents=True, exist_ok=True)
     (d / "models").mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "mlos_core", "--port", "0", "--data-dir", str(d / "data"),
-           "--models-dir", str(d / "models"), "--no-ipc", "--log-level", "warning", *server_args]
+           "--models-dir", str(d / "models"), "--no-ipc", "--log-level", "warning", *model_root_args(d), *server_args]
     return Server("mlos-core", cmd, d, ready="serving on", env=env, timeout=timeout)
 
 
@@ -231,11 +231,11 @@ def naive_server(model_cases, tmp_path_factory):
 
 
 def run_load(server: Server, case: ModelCase, concurrency: int,
-             duration: float = DURATION_S, warmup: float = WARMUP_S) -> dict:
+             duration: float = DURATION_S, warmup: float = WARMUP_S, headers: list[str] = ()) -> dict:
     """One load point from a separate client process; adds the server's CPU seconds used."""
     cmd = [sys.executable, "-m", "benchmarks.loadgen", "--port", str(server.port), "--path", case.url_path,
            "--body-file", str(case.body_file), "--concurrency", str(concurrency),
-           "--duration", str(duration), "--warmup", str(warmup)]
+           "--duration", str(duration), "--warmup", str(warmup), *[a for h in headers for a in ("--header", h)]]
     cpu0 = server.cpu_seconds()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=duration + warmup + 60, check=False)
     cpu1 = server.cpu_seconds()

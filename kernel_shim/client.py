@@ -25,24 +25,41 @@ from . import userspace as _us
 class UserspaceDevice(Device):
     backend = "userspace"
 
-    def __init__(self, path: str | None = None, reason: str = "", *, start: bool = True):
+    def __init__(self, path: str | None = None, reason: str = "", *, start: bool = True, own: bool = False):
+        """``start``: start a broker in this process when none listens. ``own``: use only a broker
+        this process started (a server's private broker), never one somebody else runs."""
         self.path = path or _us.socket_path()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         how = f"connected to the broker at {self.path}"
         try:
-            self.sock.connect(self.path)
-        except OSError as e:
-            if not start:
-                self.sock.close()
-                raise shim_error(e.errno, "open", f"no broker at {self.path}: {e.strerror}") from None
-            try:
-                _us.start_broker(self.path)
-                how = f"started a broker in this process at {self.path}"
-            except OSError as e2:
-                if e2.errno != errno.EADDRINUSE:     # lost a race: someone else started one
-                    self.sock.close()
+            if own and not _us.started_here(self.path):
+                try:
+                    _us.start_broker(self.path)
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE:
+                        raise shim_error(errno.EADDRINUSE, "open", f"another process already serves a broker at "
+                                         f"{self.path}; a server uses only a broker of its own") from None
                     raise
-            self.sock.connect(self.path)
+                how = f"started a broker in this process at {self.path}"
+            try:
+                self.sock.connect(self.path)
+            except OSError as e:
+                if not start or own:
+                    raise shim_error(e.errno, "open", f"no broker at {self.path}: {e.strerror}") from None
+                try:
+                    _us.start_broker(self.path)
+                    how = f"started a broker in this process at {self.path}"
+                except OSError as e2:
+                    if e2.errno != errno.EADDRINUSE:     # lost a race: someone else started one
+                        raise
+                self.sock.connect(self.path)
+            uid = _us.peer_uid(self.sock)
+            if uid != os.getuid():
+                raise shim_error(errno.EACCES, "open", f"the broker at {self.path} runs as uid {uid}, not as this "
+                                 f"uid ({os.getuid()}): refused")
+        except BaseException:
+            self.sock.close()
+            raise
         self.reason = f"{reason}; {how}" if reason else how
         self.closed = False
         self._seq = itertools.count(1)

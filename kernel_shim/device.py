@@ -157,23 +157,24 @@ def kernel_mode(mode: str | None = None) -> str:
 
 
 def open_device(mode: str | None = None, *, path: str | None = None,
-                socket_path: str | None = None) -> Device:
-    """Open the backend MLOS_KERNEL (or ``mode``) asks for; ``.backend``/``.reason`` say which and why."""
+                socket_path: str | None = None, own_broker: bool = False) -> Device:
+    """Open the backend MLOS_KERNEL (or ``mode``) asks for; ``.backend``/``.reason`` say which and why.
+    ``own_broker``: in userspace, use only a broker this process started (what a server wants)."""
     from .kernel import KernelDevice
     from .userspace import UserspaceDevice
     m = kernel_mode(mode)
     dev_path = path or abi.DEVICE
     if m == "off":
-        return UserspaceDevice(socket_path, reason="MLOS_KERNEL=off")
+        return UserspaceDevice(socket_path, reason="MLOS_KERNEL=off", own=own_broker)
     if not os.path.exists(dev_path):
         why = f"{dev_path} does not exist (module not loaded?)"
         if m == "on":
             raise DeviceUnavailable(errno.ENOENT, f"MLOS_KERNEL=on but {why}")
-        return UserspaceDevice(socket_path, reason=f"MLOS_KERNEL=auto and {why}")
+        return UserspaceDevice(socket_path, reason=f"MLOS_KERNEL=auto and {why}", own=own_broker)
     try:
         return KernelDevice(dev_path, reason=f"MLOS_KERNEL={m} and {dev_path} opens")
     except (ShimError, OSError) as e:
         why = f"{dev_path} exists but cannot be used: {e}"
         if m == "on":
             raise DeviceUnavailable(e.errno or errno.ENODEV, f"MLOS_KERNEL=on but {why}") from e
-        return UserspaceDevice(socket_path, reason=f"MLOS_KERNEL=auto and {why}")
+        return UserspaceDevice(socket_path, reason=f"MLOS_KERNEL=auto and {why}", own=own_broker)

@@ -1,9 +1,12 @@
 """The userspace backend: a broker (``start_broker``) and the client device that talks to it.
 
 The broker listens on a SOCK_SEQPACKET Unix socket (``$MLOS_SHIM_SOCKET``, else
-``$XDG_RUNTIME_DIR/mlos-shim.sock``, else ``/tmp/mlos-shim-<uid>.sock``; mode 0600) and runs
-in daemon threads of whichever process starts it; ``UserspaceDevice`` connects to a running
-broker or starts one in-process. The protocol and the semantics are in ``broker.py``.
+``<$MLOS_DATA_DIR or ~/.mlos>/run/shim.sock``: the socket 0600 in a directory 0700 of its owner,
+so that no other user can reach it or plant one there) and runs in daemon threads of whichever
+process starts it. ``UserspaceDevice`` connects to a running broker or starts one in-process; with
+``own=True`` (what a server asks) it never uses a broker it did not start itself. Every connection
+checks the broker's uid (SO_PEERCRED): a socket another uid listens on is refused. The protocol and
+the semantics are in ``broker.py``.
 
 Scheduling priority is applied by the client to the calling thread, as the module does:
 REALTIME -> SCHED_FIFO 1; HIGH -> SCHED_OTHER nice -5 (as mlos_prio.c); NORMAL -> SCHED_OTHER nice 0;
@@ -19,6 +22,8 @@ import errno
 import fcntl
 import os
 import socket
+import stat
+import struct
 import threading
 
 from . import abi
@@ -34,10 +39,28 @@ _PRIO_SCHED = {abi.PRIO_REALTIME: ("SCHED_FIFO", 0), abi.PRIO_HIGH: ("SCHED_OTHE
 def socket_path() -> str:
     if os.environ.get("MLOS_SHIM_SOCKET"):
         return os.environ["MLOS_SHIM_SOCKET"]
-    run = os.environ.get("XDG_RUNTIME_DIR")
-    if run and os.path.isdir(run):
-        return os.path.join(run, "mlos-shim.sock")
-    return f"/tmp/mlos-shim-{os.getuid()}.sock"
+    data = os.environ.get("MLOS_DATA_DIR") or "~/.mlos"
+    return os.path.join(os.path.expanduser(data), "run", "shim.sock")
+
+
+def private_dir(path: str) -> None:
+    """Make ``path`` a directory only this uid can enter, or refuse: a socket in a directory
+    someone else controls could be replaced by theirs."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise shim_error(errno.ENOTDIR, "start_broker", f"{path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise shim_error(errno.EACCES, "start_broker", f"{path} belongs to uid {st.st_uid}, not to this uid "
+                         f"({os.getuid()}); set MLOS_SHIM_SOCKET to a path in a directory of your own")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                          struct.calcsize("3i")))
+    return uid
 
 
 def unprivileged_max_priority() -> int:
@@ -55,7 +78,7 @@ class Broker:
         self.closed = False
 
     def start(self) -> "Broker":
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        private_dir(os.path.dirname(os.path.abspath(self.path)))
         with open(self.path + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _alive(self.path):
@@ -185,6 +208,13 @@ def start_broker(path: str | None = None, *, pool_limit: int | None = None,
     with _started_lock:
         _started[path] = b
     return b
+
+
+def started_here(path: str) -> bool:
+    """Whether this process runs the (still open) broker at ``path``."""
+    with _started_lock:
+        b = _started.get(path)
+    return b is not None and not b.closed
 
 
 from .client import UserspaceDevice  # noqa: E402,F401  (the client half of this backend)

@@ -37,7 +37,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-client-shm", nargs="?", const="true", choices=("auto", "true", "false"),
                    help="let clients register system shared memory (default auto: only while bound to loopback)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
-    p.add_argument("--demo", action="store_const", const=True, help="register the demo model (Silero VAD) at start")
+    p.add_argument("--demo", action="store_const", const=True,
+                   help="register the three demo models (Silero VAD, all-MiniLM-L6-v2, Gemma 3 270M) at start")
+    sec = p.add_argument_group("access control (see docs/security.md)")
+    sec.add_argument("--api-key", dest="api_keys", action="append", metavar="KEY",
+                     help="a key clients must send (Authorization: Bearer KEY); repeatable; also MLOS_API_KEY")
+    sec.add_argument("--api-key-file", help="a file of keys, one per line")
+    sec.add_argument("--api-key-header", help="a header that may carry the bare key (default x-api-key)")
+    sec.add_argument("--public-health", action="store_const", const=True,
+                     help="answer liveness and readiness without a key (for probes)")
+    sec.add_argument("--public-metrics", action="store_const", const=True, help="answer /metrics without a key")
+    sec.add_argument("--allow-unauthenticated", action="store_const", const=True,
+                     help="serve a non-loopback address without a key (something in front authenticates)")
+    sec.add_argument("--model-root", dest="model_roots", action="append", metavar="DIR",
+                     help="a directory clients may register models from; repeatable (default: the models "
+                          "directory, the data directory, axon-py's cache, and the home directory on loopback)")
+    lim = p.add_argument_group("limits and timeouts (see docs/operations.md)")
+    lim.add_argument("--request-timeout", type=float, help="seconds to receive a request body (default 60)")
+    lim.add_argument("--idle-timeout", type=float,
+                     help="seconds a connection may stay idle or half-sent before it is closed (default 30)")
+    lim.add_argument("--max-connections", type=int, help="open client connections (default 1024)")
+    lim.add_argument("--max-inflight", type=int, help="requests admitted at once, server-wide (default 1024)")
+    lim.add_argument("--max-body-memory-mb", type=float, help="request bodies held at once, server-wide (default 512)")
+    lim.add_argument("--json-inline-max-mb", type=float,
+                     help="JSON bodies up to this size are parsed on the event loop, larger ones in a parser "
+                          "process (default 1)")
+    lim.add_argument("--drain-timeout", type=float,
+                     help="seconds DELETE waits for running requests before cancelling them (default 5)")
+    p.add_argument("--reset-registry", action="store_const", const=True,
+                   help="if the registry file is unreadable, move it aside and start with an empty registry")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--version", action="version", version=f"mlos-core {__version__}")
     return p
@@ -46,16 +74,19 @@ def _parser() -> argparse.ArgumentParser:
 async def _serve(settings) -> None:
     from .demo import register_demo
     from .http.app import create_app
+    from .http.site import CappedTCPSite, quiet_protocol_errors
 
+    quiet_protocol_errors()
     app = create_app(settings, on_started=register_demo if settings.demo else None)
-    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    # keepalive_timeout also closes a connection that never completes its first request
+    # (aiohttp arms it when the connection opens): the idle and half-sent bound
+    runner = web.AppRunner(app, access_log=None, handle_signals=True, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
     where = []
     if settings.http_enabled:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        site = CappedTCPSite(runner, settings.host, settings.port, max_connections=settings.max_connections)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1] if settings.port == 0 else settings.port
-        where.append(f"http://{settings.host}:{port}")
+        where.append(f"http://{settings.host}:{site.port}")
     if settings.ipc_enabled:
         settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
         if settings.ipc_path.is_socket():
@@ -81,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlos-core: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # what the server writes (registry, packages, sockets, conversions) is its owner's alone
     try:
         import uvloop
         uvloop.install()

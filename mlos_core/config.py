@@ -7,7 +7,7 @@ command line (``mlos_core.__main__``) passes what the user gave explicitly.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,6 +44,24 @@ class Settings:
     allow_client_shm: str = "auto"  # auto | true | false
     demo: bool = False
     log_level: str = "info"
+    # ---- access control (mlos_core.auth) ----
+    api_keys: list = field(default_factory=list)  # accepted keys; empty: no key asked
+    api_key_file: str = ""  # a file of keys, one per line (# comments)
+    api_key_header: str = "x-api-key"  # a header carrying the bare key, beside Authorization: Bearer
+    public_health: bool = False  # liveness/readiness answer without a key
+    public_metrics: bool = False  # /metrics answers without a key
+    allow_unauthenticated: bool = False  # serve a non-loopback address without a key
+    # ---- what register may read (mlos_core.model_roots) ----
+    model_roots: list = field(default_factory=list)  # empty: the defaults model_roots.default_roots gives
+    # ---- limits and timeouts ----
+    request_timeout: float = 60.0  # seconds to receive a request body
+    idle_timeout: float = 30.0  # seconds a connection may stay idle or half-sent before it is closed
+    max_connections: int = 1024  # open client connections; more are refused
+    max_inflight: int = 1024  # requests admitted at once, server-wide, before their bodies are read
+    max_body_memory_mb: float = 512.0  # request bodies held at once, server-wide
+    drain_timeout: float = 5.0  # seconds DELETE waits for a model's running requests before cancelling
+    json_inline_max_mb: float = 1.0  # JSON bodies up to this are parsed on the event loop, larger ones apart
+    reset_registry: bool = False  # move an unreadable registry aside and start empty
 
     @property
     def data_path(self) -> Path:
@@ -52,6 +70,13 @@ class Settings:
     @property
     def ipc_path(self) -> Path:
         return Path(self.socket_path).expanduser() if self.socket_path else self.data_path / "mlos.sock"
+
+    @property
+    def shim_socket(self) -> str:
+        """The userspace zero-copy broker's socket: in the server's private run directory, so two
+        servers never share one (kernel_shim refuses a broker it did not start)."""
+        return str(Path(self.zerocopy_socket).expanduser()) if self.zerocopy_socket else str(
+            self.data_path / "run" / "shim.sock")
 
 
 # setting -> (YAML path, environment variable)
@@ -80,6 +105,21 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "allow_client_shm": ("api.http.allow_client_shm", "MLOS_ALLOW_CLIENT_SHM"),
     "demo": ("demo", "MLOS_DEMO"),
     "log_level": ("logging.level", "MLOS_LOG_LEVEL"),
+    "api_keys": ("security.api_keys", "MLOS_API_KEY"),
+    "api_key_file": ("security.api_key_file", "MLOS_API_KEY_FILE"),
+    "api_key_header": ("security.api_key_header", "MLOS_API_KEY_HEADER"),
+    "public_health": ("security.public_health", "MLOS_PUBLIC_HEALTH"),
+    "public_metrics": ("security.public_metrics", "MLOS_PUBLIC_METRICS"),
+    "allow_unauthenticated": ("security.allow_unauthenticated", "MLOS_ALLOW_UNAUTHENTICATED"),
+    "model_roots": ("security.model_roots", "MLOS_MODEL_ROOTS"),
+    "request_timeout": ("limits.request_timeout", "MLOS_REQUEST_TIMEOUT"),
+    "idle_timeout": ("limits.idle_timeout", "MLOS_IDLE_TIMEOUT"),
+    "max_connections": ("limits.max_connections", "MLOS_MAX_CONNECTIONS"),
+    "max_inflight": ("limits.max_inflight", "MLOS_MAX_INFLIGHT"),
+    "max_body_memory_mb": ("limits.max_body_memory_mb", "MLOS_MAX_BODY_MEMORY_MB"),
+    "drain_timeout": ("limits.drain_timeout", "MLOS_DRAIN_TIMEOUT"),
+    "json_inline_max_mb": ("limits.json_inline_max_mb", "MLOS_JSON_INLINE_MAX_MB"),
+    "reset_registry": ("storage.reset_registry", "MLOS_RESET_REGISTRY"),
 }
 CONFIG_ENV = "MLOS_CONFIG"
 
@@ -89,6 +129,13 @@ class ConfigError(ValueError):
 
 
 def _convert(name: str, value: Any, kind: type) -> Any:
+    if kind is list:
+        # YAML gives a list; the environment a comma-separated string (MLOS_MODEL_ROOTS=/a,/b);
+        # the command line a repeated flag
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"setting {name}: expected a list of strings, not {value!r}")
+        return [v.strip() for v in items if v.strip()]
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -135,6 +182,19 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(str(e)) from None
     if s.keep_alive < 0 and s.keep_alive != -1:
         raise ConfigError("keep_alive is seconds >= 0, or -1 to keep models loaded forever")
+    for name in ("request_timeout", "idle_timeout", "max_body_memory_mb", "json_inline_max_mb"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be > 0")
+    for name in ("max_connections", "max_inflight"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if s.max_body_memory_mb < s.max_request_mb:
+        raise ConfigError(f"max_body_memory_mb ({s.max_body_memory_mb:g}) must be at least max_request_mb "
+                          f"({s.max_request_mb:g}): one request of the largest size must fit")
+    if s.drain_timeout < 0:
+        raise ConfigError("drain_timeout must be >= 0 seconds")
+    if not s.api_key_header.strip() or not s.api_key_header.replace("-", "").isalnum():
+        raise ConfigError(f"api_key_header {s.api_key_header!r} is not an HTTP header name")
     return s
 
 
@@ -144,7 +204,7 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     environ = os.environ if environ is None else environ
-    types = {f.name: type(f.default) for f in fields(Settings)}
+    types = {f.name: (list if f.default_factory is list else type(f.default)) for f in fields(Settings)}
     values: dict[str, Any] = {}
     path = config_file or environ.get(CONFIG_ENV)
     if path:

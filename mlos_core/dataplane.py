@@ -16,7 +16,8 @@ import numpy as np
 from . import __version__
 from .errors import BadRequest, InvalidTensor, MLOSError, ModelNotFound
 from .metrics import Metrics
-from .registry import ModelEntry, Registry, RegisterSpec
+from .model_roots import ModelRoots
+from .registry import ModelEntry, Registry, RegisterSpec, validate_model_id
 from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
 from .tensors import validate_inputs
 
@@ -89,6 +90,17 @@ def _guard(entry, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
+def _check_rows(entry, inputs: Mapping[str, np.ndarray]) -> None:
+    """A batching model takes at most ``max_batch_size`` rows a request, as Triton enforces it."""
+    sched = entry.scheduler
+    if sched is None or not sched.batching:
+        return
+    for name, arr in inputs.items():
+        if arr.ndim and arr.shape[0] > sched.max_rows:
+            raise InvalidTensor(f"inference request batch-size must be <= {sched.max_rows} for '{entry.id}': input "
+                                f"{name!r} has {arr.shape[0]} rows (the model's max_batch_size)", model_id=entry.id)
+
+
 class DataPlane:
     def __init__(self, registry: Registry, metrics: Metrics):
         self.registry = registry
@@ -98,6 +110,7 @@ class DataPlane:
         self._total_us = 0
         self.by_api: dict[str, int] = {}
         self.zerocopy = None  # the local zero-copy server, when it runs (mlos_core.zerocopy)
+        self.roots = ModelRoots.from_settings(registry.settings)
 
     async def infer(
         self,
@@ -120,6 +133,7 @@ class DataPlane:
                 meta = model.metadata
                 inputs = decode(meta)
                 validate_inputs(inputs, meta)
+                _check_rows(entry, inputs)
                 if outputs:
                     unknown = [o for o in outputs if meta.output(o) is None]
                     if unknown:
@@ -156,16 +170,22 @@ class DataPlane:
             return parent + at + ver, version, graph
 
     # ---- task level ---------------------------------------------------------------------------
-    async def run_task(self, name: str, call: Callable[[Model], Any], *, api: str, priority: int = 0) -> TaskResult:
+    async def run_task(self, name: str, call: Callable[..., Any], *, api: str, priority: int = 0,
+                       cancellable: bool = False, disconnected: Callable[[], bool] = lambda: False) -> TaskResult:
         """Run one task-level call (embed, classify...) in the model's turn; pre- and
-        post-processing run inside it and count in its time."""
+        post-processing run inside it and count in its time. A ``cancellable`` call (a generation)
+        is called as ``call(model, cancelled)`` and must poll ``cancelled()``: true once its client
+        left or its model is being unloaded past the drain timeout."""
         start = self._begin(api)
         model_id = ""
         try:
             model_id = self.registry.lookup(name).id
             async with self.registry.use(name) as entry:
                 _servable(entry)
-                ex = await entry.scheduler.submit_call(_guard(entry, lambda: call(entry.model)), priority)
+                cancel = entry.cancel
+                fn = ((lambda: call(entry.model, lambda: cancel.is_set() or disconnected())) if cancellable
+                      else (lambda: call(entry.model)))
+                ex = await entry.scheduler.submit_call(_guard(entry, fn), priority)
         except MLOSError as e:
             self._failed(model_id, e)
             raise
@@ -184,7 +204,7 @@ class DataPlane:
         end = object()
 
         def cancelled() -> bool:
-            return stop.is_set() or disconnected()
+            return stop.is_set() or disconnected() or entry.cancel.is_set()
 
         def job():
             try:
@@ -245,7 +265,23 @@ class DataPlane:
         async with self.registry.use(name, version) as entry:
             return entry, _graph(entry, graph).metadata, graph_id(entry.id, graph)
 
+    def admit(self, name: str, version: str | None = None, *, api: str) -> None:
+        """Refuse a request the model's queue cannot take, before its body is read or parsed
+        (counted as a failed request of ``api``, as it would be after parsing)."""
+        model_id = ""
+        try:
+            entry = self.registry.lookup(name, version)
+            model_id = entry.id
+            self.registry.check_queue(entry)
+        except MLOSError as e:
+            self._begin(api)
+            self._failed(model_id, e)
+            raise
+
     async def register(self, spec: RegisterSpec) -> tuple[ModelEntry, bool]:
+        """A client's registration: its path must lie under the model roots (``mlos_core.model_roots``)."""
+        validate_model_id(spec.model_id)
+        spec.path = await asyncio.to_thread(self.roots.check, spec.path)
         return await self.registry.register(spec)
 
     def stats(self) -> dict:

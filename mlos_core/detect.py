@@ -101,7 +101,7 @@ def _describe_unknown(path: Path, size: int) -> str:
     elif head.lstrip()[:1] in (b"{", b"["):
         what = "a JSON document"
     else:
-        what = f"unrecognised content (first bytes {head[:8].hex(' ')})"
+        what = "content of no known model format"  # never the bytes: an error must not leak a file's content
     return f"{path}: not an ONNX, GGUF or SafeTensors model: found {what}"
 
 
@@ -147,6 +147,8 @@ def detect(path: Path, preferred: str | None = None) -> Detected:
         raise UnprocessableModel(f"{path}: no such file or directory")
     if path.is_file():
         return Detected(detect_file(path), path)
+    if not path.is_dir():
+        raise UnprocessableModel(f"{path}: not a regular file or a directory")
     found = _candidates(path)
     if not found and (path / "onnx").is_dir() and not (path / "onnx").is_symlink():
         return detect(path / "onnx", preferred)   # an export under onnx/ (transformers.js repos)

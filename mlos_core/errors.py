@@ -70,6 +70,14 @@ class ModelUnavailable(MLOSError):
     code = "model_unavailable"
 
 
+class ModelNotReady(MLOSError):
+    """The model is registered but a client unloaded it: it serves again only once loaded
+    explicitly. Retrying unchanged cannot help, so not a 503 (Triton answers 400 as well)."""
+
+    status = 400
+    code = "model_not_ready"
+
+
 class QueueFull(MLOSError):
     status = 503
     code = "queue_full"
@@ -80,3 +88,15 @@ class InferenceFailed(MLOSError):
 
     status = 400
     code = "inference_failed"
+
+
+class Unauthorized(MLOSError):
+    status = 401
+    code = "unauthorized"
+
+
+class InsufficientStorage(MLOSError):
+    """A change could not be saved because the disk is full; nothing changed."""
+
+    status = 507
+    code = "insufficient_storage"

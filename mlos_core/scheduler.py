@@ -1,9 +1,9 @@
 """Per-model request scheduling: a priority queue, bounded concurrency, dynamic batching.
 
 Each loaded model gets one ``ModelScheduler``. Requests wait in a heap ordered by priority
-(higher first) then arrival. ``instances`` worker tasks each take the next request and, when the
-model is batchable (axis 0 dynamic on every tensor), every queued request with the same
-tensor signature up to ``max_batch_size`` rows; they run as one ``Model.infer`` call in a worker
+(higher first) then arrival. ``instances`` worker tasks each take the next request and, when
+batching is on for the model (axis 0 proved a batch axis at load: ``mlos_core.batch_probe``),
+every queued request with the same tensor signature up to ``max_batch_size`` rows; they run as one ``Model.infer`` call in a worker
 thread, never on the event loop. Batches form naturally while a worker is busy; an optional
 ``max_batch_delay`` lets a worker wait briefly for more when the batch is not full.
 """
@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InferenceFailed, MLOSError
+from .errors import InferenceFailed, MLOSError, ModelUnavailable
 from .smi import Model
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class ModelScheduler:
         model: Model,
         executor: Executor,
         *,
+        batching: bool = False,
         max_batch_size: int = 1,
         max_batch_delay_s: float = 0.0,
         instances: int = 1,
@@ -70,13 +71,14 @@ class ModelScheduler:
     ):
         self._model = model
         self._executor = executor
-        self._batching = model.metadata.batchable and max_batch_size > 1
+        self._batching = batching and max_batch_size > 1
         self._max_rows = max_batch_size
         self._delay = max_batch_delay_s
         self._heap: list = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._on_execution = on_execution
+        self._refusal: MLOSError | None = None  # set while the model is unloading: new work is refused
         self.running = 0
         loop = asyncio.get_running_loop()
         self._workers = [loop.create_task(self._worker()) for _ in range(max(1, instances))]
@@ -84,6 +86,10 @@ class ModelScheduler:
     @property
     def batching(self) -> bool:
         return self._batching
+
+    @property
+    def max_rows(self) -> int:
+        return self._max_rows
 
     @property
     def queued(self) -> int:
@@ -96,6 +102,8 @@ class ModelScheduler:
         priority: int = 0,
         timeout_s: float | None = None,
     ) -> Execution:
+        if self._refusal is not None:
+            raise self._refusal
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         rows, key = self._signature(inputs, outputs)
@@ -108,6 +116,8 @@ class ModelScheduler:
         """Run a task-level call (a generation, an embedding batch...) in the model's turn:
         same queue, priority and concurrency bound as tensor requests, never batched. Its return
         value is the Execution's ``outputs``."""
+        if self._refusal is not None:
+            raise self._refusal
         future = asyncio.get_running_loop().create_future()
         deadline = time.perf_counter_ns() + int(timeout_s * 1e9) if timeout_s else None
         heapq.heappush(self._heap, (-priority, next(self._seq), _Pending(None, None, future, 1, None, deadline, call)))
@@ -213,11 +223,20 @@ class ModelScheduler:
             offset += p.rows
         return results, time.perf_counter_ns() - start
 
+    def refuse(self, error: MLOSError) -> int:
+        """Answer every queued request with ``error`` and refuse new ones (the model is going away);
+        running executions go on. Returns how many were refused."""
+        self._refusal = error
+        refused = 0
+        while self._heap:
+            p = heapq.heappop(self._heap)[2]
+            if not p.future.done():
+                p.future.set_exception(error)
+                refused += 1
+        return refused
+
     async def close(self) -> None:
         for w in self._workers:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        while self._heap:
-            p = heapq.heappop(self._heap)[2]
-            if not p.future.done():
-                p.future.set_exception(MLOSError("the model was unloaded before the request ran"))
+        self.refuse(self._refusal or ModelUnavailable("the model was unloaded before the request ran", retry_after=1))

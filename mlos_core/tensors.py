@@ -30,6 +30,7 @@ _V2_TO_NUMPY: dict[str, np.dtype] = {
 }
 _NUMPY_TO_V2 = {v: k for k, v in _V2_TO_NUMPY.items()}
 _MAX_ELEMENTS = 1 << 31
+MAX_RANK = 32  # numpy's own limit is 64 (32 before numpy 2); no model here takes more than a handful
 
 
 def v2_datatype(dtype: np.dtype) -> str:
@@ -61,6 +62,8 @@ def _check_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise InvalidTensor(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if len(shape) > MAX_RANK:
+        raise InvalidTensor(f"tensor {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are allowed")
     count = 1
     for d in shape:
         count *= d

@@ -46,7 +46,7 @@ class ThreadPriority:
             with self._lock:
                 if self._device is None:
                     from kernel_shim import open_device
-                    self._device = open_device(socket_path=self.socket_path)
+                    self._device = open_device(socket_path=self.socket_path, own_broker=True)
                 dev = self._device
             dev.set_priority(self.cls)
             with self._lock:

@@ -18,7 +18,7 @@ from onnx import TensorProto
 from mlos_core.config import load_settings
 from mlos_core.demo import silero_vad_path
 from mlos_core.http.app import create_app
-from validation.core_proc import free_port, stop_process
+from validation.core_proc import HARNESS_MODEL_ROOTS, free_port, model_root_args, stop_process
 
 from . import onnx_models
 
@@ -46,6 +46,7 @@ class Models:
     tokens: Path
     identity: Path  # in_<TYPE> -> out_<TYPE> for FP32, FP16, INT64, BOOL, BYTES
     slow: Path
+    center: Path  # y = x - mean(x, axis=0): axis 0 dynamic, but not a batch axis
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,7 @@ def models(tmp_path_factory) -> Models:
         tokens=onnx_models.token_model(d / "tokens.onnx"),
         identity=onnx_models.identity_all(d / "identity.onnx"),
         slow=onnx_models.slow(d / "slow.onnx"),
+        center=onnx_models.center_rows(d / "center.onnx"),
     )
 
 
@@ -73,9 +75,12 @@ def silero() -> Path:
     return path
 
 
+TEST_MODEL_ROOTS = HARNESS_MODEL_ROOTS
+
+
 def make_settings(tmp_path: Path, **overrides):
     base = {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "repo"), "ipc_enabled": False,
-            "zerocopy": False}
+            "zerocopy": False, "model_roots": TEST_MODEL_ROOTS}
     base.update(overrides)
     return load_settings(None, base, environ={})
 
@@ -84,7 +89,14 @@ def make_settings(tmp_path: Path, **overrides):
 def app_factory(tmp_path, aiohttp_client):
     """``await app_factory(**settings)`` gives an aiohttp test client of an in-process core."""
 
+    made = []
+
     async def factory(**overrides):
+        # each app its own data directory (one server holds a data directory at a time), unless
+        # the test shares one on purpose
+        made.append(1)
+        if len(made) > 1:
+            overrides.setdefault("data_dir", str(tmp_path / f"data-{len(made)}"))
         return await aiohttp_client(create_app(make_settings(tmp_path, **overrides)))
 
     return factory
@@ -139,7 +151,7 @@ class CoreProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         port_args = ["--port", str(self.port)] if self.port_flag else []
         cmd = [sys.executable, "-m", "mlos_core", *port_args, "--data-dir", str(self.data_dir),
-               "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc", *self.args]
+               "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc", *model_root_args(), *self.args]
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout
@@ -147,7 +159,8 @@ class CoreProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"core exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                if http("GET", self.url + "/v2/health/live", timeout=2)[0] == 200:
+                # 401: up, and asking for its --api-key
+                if http("GET", self.url + "/v2/health/live", timeout=2)[0] in (200, 401):
                     return self
             except OSError:
                 pass

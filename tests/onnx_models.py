@@ -138,3 +138,15 @@ def row_sum(path: Path) -> Path:
         initializer=[axes],
     )
     return _save(graph, path)
+
+
+def center_rows(path: Path, width: int = 4) -> Path:
+    """y = x - mean(x, axis=0) over x [N, width]: axis 0 is dynamic but is not a batch axis (each
+    row's answer depends on the other rows), so stacking requests would change their answers."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),  # opset 17: axes an attribute
+         helper.make_node("Sub", ["x", "m"], ["y"])], "center_rows",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
+    )
+    return _save(graph, path, ir_version=8)

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +34,17 @@ def kernel_available() -> tuple[bool, str]:
     except OSError as e:
         return False, f"{KERNEL_DEVICE} does not open: {e.strerror} (errno {e.errno})"
     return True, f"{KERNEL_DEVICE} opens"
+
+
+# Where the harnesses (tests, the validator, benchmarks) register models from: temporary directories,
+# the virtualenv's packages (the demo models' wheels), the checkout, and the home directory (caches).
+# A core refuses register paths outside its model roots (mlos_core.model_roots).
+HARNESS_MODEL_ROOTS = [tempfile.gettempdir(), sys.prefix, str(ROOT), str(Path.home())]
+
+
+def model_root_args(*extra: str | Path) -> list[str]:
+    """``--model-root`` arguments for a core a harness starts."""
+    return [a for r in [*HARNESS_MODEL_ROOTS, *map(str, extra)] for a in ("--model-root", r)]
 
 
 def free_port() -> int:
@@ -98,7 +110,8 @@ class CoreServer:
                # a broker socket of our own: never another core's
                "MLOS_SHIM_SOCKET": str(self.workdir / f"shim-{self.mode}.sock")}
         cmd = [sys.executable, "-m", "mlos_core", "--port", str(self.port), "--data-dir",
-               str(self.workdir / f"data-{self.mode}"), "--models-dir", str(self.workdir / "no-models"), "--no-ipc"]
+               str(self.workdir / f"data-{self.mode}"), "--models-dir", str(self.workdir / "no-models"), "--no-ipc",
+               *model_root_args(self.workdir)]
         self._logf = open(self.log, "ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

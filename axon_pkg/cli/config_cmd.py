@@ -9,7 +9,7 @@ def add_commands(sub) -> None:
     s = p.add_subparsers(dest="action", required=True)
     g = s.add_parser("get")
     g.add_argument("key")
-    g.set_defaults(func=lambda a: print(config.get(a.key)) or 0)
+    g.set_defaults(func=lambda a: print(config.shown(a.key, config.get(a.key))) or 0)
     st = s.add_parser("set")
     st.add_argument("key")
     st.add_argument("value")
@@ -19,11 +19,11 @@ def add_commands(sub) -> None:
 
 def cmd_set(args) -> int:
     config.set_value(args.key, args.value)
-    print(f"{args.key} = {args.value}  ({config.config_path()})")
+    print(f"{args.key} = {config.shown(args.key, args.value)}  ({config.config_path()})")
     return 0
 
 
 def cmd_list(args) -> int:
     for key, (value, source) in config.effective().items():
-        print(f"{key} = {value}  ({source})")
+        print(f"{key} = {config.shown(key, value)}  ({source})")
     return 0

@@ -27,6 +27,7 @@ def add_commands(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--register", action="store_true", help="register with the MLOS core after installing")
     p.add_argument("--endpoint", help="MLOS core URL (default: MLOS_CORE_ENDPOINT, config mlos.endpoint)")
+    p.add_argument("--api-key", help="the core's API key (default: MLOS_API_KEY, config mlos.api_key)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_install)
 
@@ -37,6 +38,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("register", help="register an installed package with the MLOS core")
     p.add_argument("ref")
     p.add_argument("--endpoint")
+    p.add_argument("--api-key", help="the core's API key (default: MLOS_API_KEY, config mlos.api_key)")
     p.add_argument("--model-id", help="id to register under (default: the ref, e.g. hf/org/model@latest)")
     p.set_defaults(func=cmd_register)
 
@@ -48,6 +50,10 @@ def add_commands(sub) -> None:
 
 def _endpoint(args) -> str:
     return args.endpoint or config.get("mlos.endpoint")
+
+
+def _api_key(args) -> str:
+    return args.api_key or config.get("mlos.api_key")
 
 
 def cmd_install(args) -> int:
@@ -64,7 +70,7 @@ def cmd_install(args) -> int:
     }
     if args.register:
         model_id = pkg.ref if args.ref.startswith(("/", ".", "~")) else _model_id(args.ref)
-        out["registered"] = register(pkg, model_id, _endpoint(args))
+        out["registered"] = register(pkg, model_id, _endpoint(args), api_key=_api_key(args))
     if args.json:
         emit_json(out)
     else:
@@ -95,7 +101,7 @@ def cmd_uninstall(args) -> int:
 
 def cmd_register(args) -> int:
     ref, pkg = resolve_installed(args.ref)
-    answer = register(pkg, args.model_id or ref.model_id, _endpoint(args))
+    answer = register(pkg, args.model_id or ref.model_id, _endpoint(args), api_key=_api_key(args))
     print(f"registered {answer.get('model_id')} ({answer.get('plugin_id')}): {answer.get('message')}")
     print(f"  inference: {_endpoint(args).rstrip('/')}{answer.get('inference_endpoint', '')}")
     return 0

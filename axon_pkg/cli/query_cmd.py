@@ -9,7 +9,7 @@ from ..archive import safe_extract
 from ..errors import IntegrityError
 from ..manifest import read_manifest, verify_files
 from ..store import Cache
-from .common import emit_json, human, resolve_installed
+from .common import say, emit_json, human, resolve_installed
 
 
 def add_commands(sub) -> None:
@@ -22,6 +22,8 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("verify", help="check a package: manifest schema and every file's size and sha256")
     p.add_argument("ref", help="a ref, a package directory, or an .axon archive")
+    p.add_argument("--repair", action="store_true",
+                   help="fetch the files that fail again (an installed hub package), or rebuild it if they were converted")
     p.set_defaults(func=cmd_verify)
 
 
@@ -86,6 +88,29 @@ def cmd_verify(args) -> int:
     if target.is_dir():
         return _verify_dir(target, str(target))
     _, pkg = resolve_installed(args.ref)
+    if args.repair:
+        return _repair(pkg)
+    return _verify_dir(pkg.path, pkg.ref)
+
+
+def _repair(pkg) -> int:
+    from ..install import install
+    from ..repair import RebuildNeeded, repair
+    from ..store import Cache
+
+    cache = Cache()
+    try:
+        fixed = repair(pkg, cache, progress=say(False))
+    except RebuildNeeded:
+        src = (pkg.manifest.get("x-mlos") or {}).get("source") or {}
+        cache.discard(pkg)
+        sel = f":{src['selector']}" if src.get("selector") else ""
+        install(f"{pkg.namespace}/{pkg.repo}{sel}@{src['resolved_commit']}", fmt=src.get("format_requested") or "auto",
+                progress=say(False))
+        print(f"{pkg.ref}: rebuilt (converted files did not match the manifest)")
+        return _verify_dir(pkg.path, pkg.ref)
+    if fixed:
+        print(f"{pkg.ref}: fetched again {', '.join(fixed)}")
     return _verify_dir(pkg.path, pkg.ref)
 
 

@@ -1,6 +1,7 @@
 """Assembles the aiohttp application: the data plane and the three route modules."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -11,7 +12,11 @@ from ..metrics import Metrics
 from ..registry import Registry
 from ..shm_regions import SharedMemoryRegions, client_shm_allowed
 from ..zerocopy.server import ZeroCopyServer
-from .common import error_middleware
+from ..auth import ApiKeys
+from .common import JSON_PARSER, LIMITS, Limits, error_middleware
+from .json_body import JsonParser
+from . import openapi
+from .guard import Admission, auth_middleware
 from .mlos_api import MlosApi
 from .openai_api import OpenAIApi
 from .ops_api import OpsApi
@@ -22,8 +27,18 @@ log = logging.getLogger(__name__)
 PLANE = web.AppKey("plane", DataPlane)
 
 
+ADMISSION = web.AppKey("admission", Admission)
+
+
 def create_app(settings: Settings, on_started=None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=int(settings.max_request_mb * 2**20))
+    keys = ApiKeys.from_settings(settings)
+    admission = Admission(settings.max_inflight, int(settings.max_body_memory_mb * 2**20))
+    # error_middleware is outermost: what the others refuse is answered in the protocol's shape
+    app = web.Application(middlewares=[error_middleware, auth_middleware(keys), admission.middleware],
+                          client_max_size=int(settings.max_request_mb * 2**20))
+    app[LIMITS] = Limits(request_timeout=settings.request_timeout)
+    app[ADMISSION] = admission
+    app[JSON_PARSER] = parser = JsonParser(int(settings.json_inline_max_mb * 2**20))
     holder: dict = {}
     metrics = Metrics(lambda: holder["plane"].model_rows() if "plane" in holder else [],
                       lambda: holder["plane"].zerocopy.backend["mode"] if holder.get("plane") and holder["plane"].zerocopy else "off")
@@ -35,6 +50,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     regions = SharedMemoryRegions(*client_shm_allowed(settings.allow_client_shm, settings.host, settings.http_enabled))
     mlos, v2, ops = MlosApi(plane), V2Api(plane, regions), OpsApi(plane, metrics)
     app.add_routes(ops.routes())
+    app.add_routes(openapi.routes())
     app.add_routes([
         web.get("/models", mlos.list_models),
         web.get("/v1/models", mlos.list_models_v1),
@@ -52,7 +68,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
     async def lifecycle(app: web.Application):
         await registry.start()
         if settings.zerocopy:
-            zc = ZeroCopyServer(plane, socket_path=settings.zerocopy_socket or None)
+            zc = ZeroCopyServer(plane, socket_path=settings.shim_socket)
             try:
                 await zc.start()
                 plane.zerocopy = zc
@@ -65,6 +81,7 @@ def create_app(settings: Settings, on_started=None) -> web.Application:
             await plane.zerocopy.close()
         await registry.close()
         regions.close()  # after the models: no request can still be reading a region
+        await asyncio.to_thread(parser.close)
 
     app.cleanup_ctx.append(lifecycle)
     return app

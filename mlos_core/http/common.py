@@ -1,7 +1,9 @@
 """What every route module shares: JSON in and out, the one error shape, model descriptions."""
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -9,6 +11,7 @@ from aiohttp import web
 
 from ..dataplane import graph_id
 from ..errors import BadRequest, MLOSError, PayloadTooLarge
+from .json_body import JsonParser, MalformedJson
 from ..registry import ModelEntry
 from ..tensors import v2_datatype
 
@@ -21,6 +24,32 @@ def json_response(obj: Any, status: int = 200, headers: dict | None = None) -> w
                         content_type="application/json", headers=headers)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What every route reads its request under (from ``Settings``)."""
+
+    request_timeout: float = 60.0
+
+
+LIMITS = web.AppKey("limits", Limits)
+JSON_PARSER = web.AppKey("json_parser", JsonParser)
+_INLINE_PARSER = JsonParser()  # for apps without one of their own: parses inline up to its limit
+
+
+def parser_of(request: web.Request) -> JsonParser:
+    return request.app.get(JSON_PARSER) or _INLINE_PARSER
+
+
+class RequestTimeout(MLOSError):
+    status = 408
+    code = "request_timeout"
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read or answered: nothing to tell
+    it, and nothing worth more than a debug line in the log."""
+
+
 # The Open Inference Protocol allows these request body encodings; aiohttp decodes them as it
 # reads, within the request size limit, so a small compressed body cannot expand past it.
 BODY_ENCODINGS = ("", "identity", "gzip", "deflate")
@@ -30,12 +59,18 @@ async def read_body(request: web.Request) -> bytes:
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in BODY_ENCODINGS:
         raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or no encoding")
+    limits = request.app.get(LIMITS) or Limits()
     try:
-        return await request.read()
+        async with asyncio.timeout(limits.request_timeout):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(request) from None
     except web.RequestPayloadError:
         raise BadRequest(f"the request body is not valid {encoding or 'data'}: it could not be decoded") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {limits.request_timeout:g} s") from None
+    except ConnectionResetError:
+        raise ClientGone() from None
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:
@@ -45,8 +80,8 @@ async def read_json(request: web.Request, *, required: bool = True) -> Any:
             raise BadRequest("request body is empty; expected a JSON object")
         return {}
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
+        return await parser_of(request).loads(body)
+    except MalformedJson as e:
         raise BadRequest(f"malformed JSON: {e}") from None
 
 
@@ -77,7 +112,11 @@ def error_body(status: int, code: str, message: str, model_id: str | None = None
 
 
 def error_response(e: MLOSError, request: web.Request | None = None) -> web.Response:
-    headers = {"Retry-After": str(max(1, int(round(e.retry_after or 1))))} if e.status == 503 else None
+    headers = None
+    if e.status == 503:
+        headers = {"Retry-After": str(max(1, int(round(e.retry_after or 1))))}
+    elif e.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="mlos-core"'}
     openai = request is not None and request.path in OPENAI_PATHS
     return json_response(error_body(e.status, e.code, e.message, e.model_id, openai=openai), e.status, headers)
 
@@ -89,6 +128,9 @@ async def error_middleware(request: web.Request, handler):
         return await handler(request)
     except MLOSError as e:
         return error_response(e, request)
+    except (ClientGone, ConnectionResetError):
+        log.debug("%s %s: the client closed the connection", request.method, request.path)
+        return web.Response(status=499)  # never sent: nobody is listening
     except web.HTTPRequestEntityTooLarge:
         return error_response(_too_large(request), request)
     except web.HTTPException as e:
@@ -133,6 +175,9 @@ def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
                                     "inputs": [tensor_spec(t) for t in g.metadata.inputs],
                                     "outputs": [tensor_spec(t) for t in g.metadata.outputs]}
                              for name, g in graphs.items()}
+        if entry.batching is not None:
+            out["batching"] = {**entry.batching.describe(),
+                               "max_batch_size": entry.scheduler.max_rows if entry.scheduler else None}
     return out
 
 

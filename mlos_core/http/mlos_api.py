@@ -107,11 +107,12 @@ class MlosApi:
 
     async def inference(self, request: web.Request) -> web.Response:
         include = _include_outputs(request)
+        self.plane.admit(request.match_info["model_id"], api="mlos")  # before the body is read
         body = require_object(await read_json(request))
         if not body:
             raise BadRequest("no inputs: send named tensors, e.g. {\"input_ids\": [101, 2023, 102]}")
         if tasks_api.is_task_request(body):
-            return await self._task_inference(request.match_info["model_id"], body, include)
+            return await self._task_inference(request, body, include)
         result = await self.plane.infer(request.match_info["model_id"], _flat_decoder(body), api="mlos")
         answer = {
             "status": "success",
@@ -130,8 +131,13 @@ class MlosApi:
             answer["output_datatypes"] = {k: v2_datatype(v.dtype) for k, v in result.outputs.items()}
         return json_response(answer)
 
-    async def _task_inference(self, model_name: str, body: dict, include: bool) -> web.Response:
-        task, outputs, result = await tasks_api.run(self.plane, model_name, body)
+    async def _task_inference(self, request: web.Request, body: dict, include: bool) -> web.Response:
+        transport = request.transport
+
+        def disconnected() -> bool:
+            return transport is None or transport.is_closing()
+
+        task, outputs, result = await tasks_api.run(self.plane, request.match_info["model_id"], body, disconnected)
         size = outputs.get("usage", {}).get("completion_tokens") if "usage" in outputs else None
         if size is None:
             first = next(iter(outputs.values()))

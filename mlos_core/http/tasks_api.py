@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Callable
 
 import numpy as np
 
@@ -73,8 +74,9 @@ def _task_for(body: dict, model_tasks: frozenset[str]) -> str:
     return next((t for t in _TEXT_ORDER if t in model_tasks), EMBED)
 
 
-async def run(plane: DataPlane, model_name: str, body: dict) -> tuple[str, dict, object]:
-    """Returns (task, outputs, TaskResult)."""
+async def run(plane: DataPlane, model_name: str, body: dict,
+              disconnected: Callable[[], bool] = lambda: False) -> tuple[str, dict, object]:
+    """Returns (task, outputs, TaskResult). A generation stops early once ``disconnected()``."""
     entry = plane.registry.lookup(model_name)
     if entry.model is None:  # the task depends on what the model serves: load it first
         await plane.registry.ensure_loaded(entry)
@@ -84,13 +86,14 @@ async def run(plane: DataPlane, model_name: str, body: dict) -> tuple[str, dict,
         if task == CHAT:
             messages = body.get("messages")
 
-            def call(m: Model):
-                return _collect(m.chat(messages, params))
+            def call(m: Model, cancelled):
+                return _collect(m.chat(messages, params, cancelled))
         else:
             raw = next(body[k] for k in ("prompt", "text", "inputs", "input") if k in body)
             if isinstance(raw, list):   # several prompts, generated together where the model batches
                 prompts = _texts(raw)
-                result = await plane.run_task(model_name, lambda m: m.generate_batch(prompts, params), api="mlos")
+                result = await plane.run_task(model_name, lambda m, cancelled: m.generate_batch(prompts, params, cancelled),
+                                              api="mlos", cancellable=True, disconnected=disconnected)
                 texts = [c.text for c in result.value]
                 outputs = {"generated_text": texts, "text": texts,
                            "finish_reason": [c.finish_reason for c in result.value], "usage": _usage(result.value)}
@@ -99,9 +102,9 @@ async def run(plane: DataPlane, model_name: str, body: dict) -> tuple[str, dict,
                 return task, outputs, result
             prompt = text_value(raw, "prompt")
 
-            def call(m: Model):
-                return _collect(m.generate(prompt, params))
-        result = await plane.run_task(model_name, call, api="mlos")
+            def call(m: Model, cancelled):
+                return _collect(m.generate(prompt, params, cancelled))
+        result = await plane.run_task(model_name, call, api="mlos", cancellable=True, disconnected=disconnected)
         text, finish, usage, token_ids = result.value
         outputs = {"generated_text": text, "text": text, "finish_reason": finish, "usage": usage}
         if token_ids is not None:

@@ -11,8 +11,9 @@ from .. import __version__
 from ..dataplane import DataPlane
 from ..errors import BadRequest
 from ..shm_regions import SharedMemoryRegions
-from .common import json_response, read_body, read_json, require_object, tensor_spec
-from .v2_binary import HEADER_LENGTH, decode_inputs, encode_outputs, infer_response, requested_outputs, split_body
+from .common import json_response, parser_of, read_body, read_json, require_object, tensor_spec
+from .v2_binary import (HEADER_LENGTH, decode_inputs, encode_outputs, infer_response, parse_head, requested_outputs,
+                        split_body)
 from .v2_extensions import V2Extensions
 from .v2_params import infer_params
 
@@ -71,8 +72,9 @@ class V2Api:
         })
 
     async def infer(self, request: web.Request) -> web.Response:
-        body, binary = split_body(await read_body(request), request.headers.get(HEADER_LENGTH))
-        body = require_object(body)
+        self.plane.admit(request.match_info["name"], request.match_info.get("version"), api="v2")  # before the body is read
+        head, binary = split_body(await read_body(request), request.headers.get(HEADER_LENGTH))
+        body = require_object(await parse_head(parser_of(request), head, request.headers.get(HEADER_LENGTH)))
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise BadRequest("'inputs' must be a non-empty list of tensors {name, shape, datatype, data}")

@@ -21,16 +21,17 @@ from aiohttp.web import ContentCoding
 
 from ..errors import BadRequest, InvalidTensor
 from ..shm_regions import SharedMemoryRegions
+from .json_body import JsonParser, MalformedJson
 from ..tensors import decode_raw_tensor, decode_v2_tensor, encode_raw_tensor, encode_v2_tensor, v2_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _SHM_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
-    """The JSON header (parsed) and the binary part of a request body."""
+def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
+    """The JSON header and the binary part of a request body (the header is parsed by ``parse_head``)."""
     if header_length is None:
-        head, binary = body, memoryview(b"")
+        head, binary = memoryview(body), memoryview(b"")
     else:
         text = header_length.strip()
         if not text.isdigit():
@@ -41,9 +42,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]
         head, binary = memoryview(body)[:n], memoryview(body)[n:]
     if not len(head):
         raise BadRequest("request body is empty; expected a JSON object")
+    return head, binary
+
+
+async def parse_head(parser: JsonParser, head: memoryview, header_length: str | None) -> Any:
     try:
-        return orjson.loads(head), binary
-    except orjson.JSONDecodeError as e:
+        return await parser.loads(head)
+    except MalformedJson as e:
         if header_length is not None:
             raise BadRequest(f"malformed JSON in the first {len(head)} bytes ({HEADER_LENGTH}): {e}") from None
         hint = (f" (binary tensor data needs an {HEADER_LENGTH} header)"

@@ -50,7 +50,7 @@ class V2Extensions:
         entry, meta, model_id = await self.plane.metadata(request.match_info["name"], request.match_info.get("version"))
         settings = self.plane.registry.settings
         rows = entry.option("max_batch_size", settings)
-        batching = meta.batchable and rows > 1 and (entry.scheduler is None or entry.scheduler.batching)
+        batching = bool(entry.scheduler and entry.scheduler.batching)
 
         def tensor(t):
             dims = list(t.shape[1:] if batching else t.shape)
@@ -66,7 +66,7 @@ class V2Extensions:
             "output": [tensor(t) for t in meta.outputs],
             "instance_group": [{"name": entry.id, "kind": "KIND_CPU",
                                 "count": instances_for(entry.option("instances", settings), entry.model)}],
-            "parameters": {},
+            "parameters": {"batching_reason": {"string_value": entry.batching.reason}} if entry.batching else {},
         }
         if batching:
             config["dynamic_batching"] = {

@@ -26,6 +26,7 @@ from .. import chat as chatlib
 from .gguf_support import (_Counter, _arch_int, _check_params, _check_text, _held_back, _install_log, _load_reason,
                            _log_state, _positive_int, physical_cores)
 from ..errors import BadRequest, InferenceFailed, InvalidTensor, UnprocessableModel
+from .gguf_header import GgufHeaderError, trained_context
 from ..smi import (CHAT, EMBED, GENERATE, FormatPlugin, GenerationChunk, GenerationParams, LoadOptions, Model,
                    ModelMetadata, ModelSource, TensorSpec)
 
@@ -338,6 +339,15 @@ class GgufPlugin(FormatPlugin):
         path = str(source.model_path)
         if not os.path.isfile(path):
             raise UnprocessableModel(f"{path}: no such GGUF file")
+        if n_ctx is not None:
+            # before llama.cpp sizes a KV cache for it: a client must not make the server allocate
+            # a context the model cannot use
+            try:
+                trained = trained_context(path)
+            except GgufHeaderError as e:
+                raise UnprocessableModel(f"{source.model_path.name}: not a readable GGUF header: {e}") from None
+            if trained and n_ctx > trained:
+                raise BadRequest(f"option n_ctx {n_ctx} is more than the {trained} tokens this model was trained for")
 
         def make(ctx: int):
             kwargs = dict(n_ctx=ctx, n_threads=n_threads, n_batch=min(n_batch, ctx), verbose=False)

@@ -16,20 +16,24 @@ import enum
 import logging
 import os
 import re
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from .. import batch_probe
 from ..config import Settings
-from ..errors import BadRequest, Conflict, MLOSError, ModelNotFound, ModelUnavailable, QueueFull, UnprocessableModel
+from ..errors import (BadRequest, Conflict, MLOSError, ModelNotFound, ModelNotReady, ModelUnavailable, QueueFull,
+                      UnprocessableModel)
 from ..plugins import plugin_for
 from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve
 from ..thread_priority import ThreadPriority
-from .store import ModelRecord, RegistryStore
+from ..datadir import DataDir
+from .store import ModelRecord, RegistryStore, reset as reset_store
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +50,31 @@ class State(str, enum.Enum):
     UNLOADED = "unloaded"
 
 
-# Per-model options a register request may set, with their types and lower bounds.
-_OPTIONS: dict[str, tuple[type, float]] = {
-    "keep_alive": (float, -1),
-    "max_queue": (int, 1),
-    "max_batch_size": (int, 1),
-    "max_batch_delay_us": (int, 0),
-    "instances": (int, 0),
-    "intra_op_threads": (int, 0),
-    "inter_op_threads": (int, 0),
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+# Per-model options a register request may set: type, lower bound, upper bound (a number, or a
+# function of the machine). Every option is bounded: a client must not be able to make the server
+# start a million threads or allocate a context of a billion tokens. Bounds that depend on the
+# model (n_ctx <= its trained context) are checked by its plugin before anything is allocated.
+_OPTIONS: dict[str, tuple[type, float, Any]] = {
+    "keep_alive": (float, -1, 365 * 86400),
+    "max_queue": (int, 1, 100_000),
+    "max_batch_size": (int, 1, 4096),
+    "max_batch_delay_us": (int, 0, 1_000_000),
+    "instances": (int, 0, lambda: max(4, 4 * _cores())),
+    "intra_op_threads": (int, 0, _cores),
+    "inter_op_threads": (int, 0, _cores),
     # GGUF runtime settings (llama.cpp)
-    "n_ctx": (int, 16),
-    "n_threads": (int, 1),
-    "n_batch": (int, 1),
+    "n_ctx": (int, 16, 1 << 20),
+    "n_threads": (int, 1, _cores),
+    "n_batch": (int, 1, 1 << 16),
     # the task served (e.g. feature-extraction, text-generation), and a Jinja chat template
-    "task": (str, 0),
-    "chat_template": (str, 0),
+    "task": (str, 0, 256),
+    "chat_template": (str, 0, 100_000),
+    # dynamic batching: auto (proved at load: mlos_core.batch_probe), or forced on/off
+    "batching": (str, 0, ("auto", "on", "off")),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 
@@ -69,6 +82,9 @@ _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
 def validate_model_id(model_id: Any) -> str:
     if not isinstance(model_id, str) or not model_id:
         raise BadRequest("model_id is required: a string like 'namespace/name@version'")
+    name, _, version = model_id.partition("@")
+    if any(part in (".", "..") for part in name.split("/") + ([version] if version else [])):
+        raise BadRequest(f"invalid model_id {model_id[:80]!r}: '.' and '..' are not allowed as name parts or versions")
     if len(model_id) > _MAX_ID or not _ID.match(model_id):
         raise BadRequest(
             f"invalid model_id {model_id[:80]!r}: use letters, digits, '.', '_', '-', '/' between "
@@ -86,18 +102,28 @@ def validate_options(options: Any) -> dict[str, Any]:
     for key, value in options.items():
         if key not in _OPTIONS:
             raise BadRequest(f"unknown option {key!r}; known options: {', '.join(_OPTIONS)}")
-        kind, low = _OPTIONS[key]
+        kind, low, high = _OPTIONS[key]
+        high = high() if callable(high) else high
+        if key == "batching" and isinstance(value, bool):
+            value = "on" if value else "off"
         if kind is str:
-            if not isinstance(value, str) or not value.strip() or len(value) > 100_000:
-                raise BadRequest(f"option {key} must be a non-empty string")
+            if isinstance(high, tuple):
+                if value not in high:
+                    raise BadRequest(f"option {key} must be one of {', '.join(high)}")
+            elif not isinstance(value, str) or not value.strip() or len(value) > high:
+                raise BadRequest(f"option {key} must be a non-empty string of at most {high} characters")
             out[key] = value
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-            raise BadRequest(f"option {key} must be a number >= {low}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise BadRequest(f"option {key} must be a number from {low:g} to {high:g}")
         if kind is int and value != int(value):
             raise BadRequest(f"option {key} must be an integer")
         if key == "keep_alive" and value < 0 and value != -1:
             raise BadRequest("keep_alive is seconds >= 0, or -1 to keep the model loaded")
+        if not low <= value <= high:
+            raise BadRequest(f"option {key} must be from {low:g} to {high:g} on this server, not {value}"
+                             + (f" ({_cores()} cores)" if key in ("instances", "intra_op_threads", "inter_op_threads",
+                                                                  "n_threads") else ""))
         out[key] = kind(value)
     return out
 
@@ -129,6 +155,9 @@ class ModelEntry:
         self.idle = asyncio.Event()
         self.idle.set()
         self.removed = False
+        self.batching: batch_probe.BatchDecision | None = None  # decided at each load
+        # set when an unload's drain timeout passed: running generations stop at their next token
+        self.cancel = threading.Event()
 
     @property
     def id(self) -> str:
@@ -148,12 +177,16 @@ class Registry:
         self.settings = settings
         self.metrics = metrics
         self._entries: dict[str, ModelEntry] = {}
-        self._store = RegistryStore(settings.data_path / "registry.db")
+        self._data_dir = DataDir(settings.data_path)
+        self._store: RegistryStore | None = None  # opened by start(), once the data dir is ours
         self._packages = settings.data_path / "packages"
+        # register and unregister change the store, then the entries; one at a time, so that what
+        # is served always equals what is stored
+        self._mutation = asyncio.Lock()
         # Model inference threads; loads get their own pool so a slow load never blocks serving.
         # Both take the configured scheduling class as they start (a session's own thread pool,
         # created in a load thread, inherits it).
-        self.thread_priority = ThreadPriority(settings.inference_priority, settings.zerocopy_socket or None)
+        self.thread_priority = ThreadPriority(settings.inference_priority, settings.shim_socket)
         self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlos-infer",
                                            initializer=self.thread_priority)
         self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlos-load",
@@ -163,6 +196,7 @@ class Registry:
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        await asyncio.to_thread(self._open_store)
         for record, state, error in await asyncio.to_thread(self._store.load_all):
             kept = State(state) if state in (State.FAILED, State.UNLOADED) else State.REGISTERED
             self._entries[record.id] = ModelEntry(record, kept, error if kept == State.FAILED else None)
@@ -184,7 +218,23 @@ class Registry:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._load_executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.thread_priority.close)
-        await asyncio.to_thread(self._store.close)
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+        self._data_dir.close()
+
+    def _open_store(self) -> None:
+        self._data_dir.open()
+        path = self.settings.data_path / "registry.db"
+        try:
+            if self.settings.reset_registry:
+                aside = reset_store(path)
+                if aside is not None:
+                    log.warning("the registry %s was unreadable: moved to %s; starting with an empty registry",
+                                path, aside)
+            self._store = RegistryStore(path)
+        except BaseException:
+            self._data_dir.close()
+            raise
 
     async def _load_quietly(self, entry: ModelEntry) -> None:
         with contextlib.suppress(MLOSError):
@@ -251,10 +301,6 @@ class Registry:
         if existing is None:
             source = await asyncio.to_thread(resolve, path, self._packages, verify)
             plugin = plugin_for(source.format, spec.plugin_id)
-            existing = self._entries.get(spec.model_id)  # a concurrent register may have won
-            if existing is not None and existing.record.path != path:
-                raise Conflict(f"model {spec.model_id} is already registered from {existing.record.path}",
-                               model_id=spec.model_id)
         created = existing is None
         if created:
             record = ModelRecord(
@@ -265,30 +311,61 @@ class Registry:
                 manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
                 options=spec.options,
             )
-            entry = ModelEntry(record)
-            entry.source = source if verify else None  # unverified: resolved (and verified) again at load
-            self._entries[spec.model_id] = entry
-            await asyncio.to_thread(self._store.upsert, record, entry.state.value)
+            async with self._mutation:
+                existing = self._entries.get(spec.model_id)  # a concurrent register may have won
+                if existing is not None and existing.record.path != path:
+                    raise Conflict(f"model {spec.model_id} is already registered from {existing.record.path}",
+                                   model_id=spec.model_id)
+                created = existing is None
+                if created:
+                    entry = ModelEntry(record)
+                    entry.source = source if verify else None  # unverified: resolved (and verified) again at load
+                    # stored first: an answer of success means the registration survives a restart,
+                    # and a failed write (a full disk) leaves nothing served that is not stored
+                    await asyncio.to_thread(self._store.upsert, record, entry.state.value)
+                    self._entries[spec.model_id] = entry
+                else:
+                    entry = existing
         else:
             entry = existing
         if load if load is not None else self.settings.load_on_register:
             await self.ensure_loaded(entry, explicit=True)
         return entry, created
 
-    async def unregister(self, model_id: str, drain_timeout: float = 30.0) -> ModelEntry:
-        entry = self._entries.pop(model_id, None)
-        if entry is None:
-            raise ModelNotFound(f"model {model_id!r} is not registered", model_id=model_id)
-        entry.removed = True
-        try:
-            await asyncio.wait_for(entry.idle.wait(), drain_timeout)
-        except asyncio.TimeoutError:
-            log.warning("unregister %s: requests still in flight after %.0fs", model_id, drain_timeout)
+    async def unregister(self, model_id: str) -> ModelEntry:
+        async with self._mutation:
+            entry = self._entries.get(model_id)
+            if entry is None:
+                raise ModelNotFound(f"model {model_id!r} is not registered", model_id=model_id)
+            # forgotten on disk first: a failed write keeps the model registered and served, and
+            # a registration of the same id made after this answer can never be deleted by it
+            await asyncio.to_thread(self._store.delete, model_id)
+            del self._entries[model_id]
+            entry.removed = True
+        await self._drain(entry)
         async with entry.lock:
             if entry.model is not None:
                 await self._unload(entry, State.UNLOADED, persist=False)
-        await asyncio.to_thread(self._store.delete, model_id)
         return entry
+
+    async def _drain(self, entry: ModelEntry) -> None:
+        """Before a model goes: queued requests are answered 503 at once, running ones get
+        ``drain_timeout`` seconds, then running generations are cancelled (they end with
+        finish_reason "cancelled" at their next token). Returns once nothing holds the model, so
+        that it is never unloaded under a running call."""
+        if entry.scheduler is not None:
+            refused = entry.scheduler.refuse(ModelUnavailable(f"model {entry.id} is unloading", model_id=entry.id,
+                                                              retry_after=1))
+            if refused:
+                log.info("%s: %d queued requests answered 503 (unloading)", entry.id, refused)
+        timeout = self.settings.drain_timeout
+        try:
+            await asyncio.wait_for(entry.idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("%s: %d requests still running after the drain timeout (%gs): cancelling generations",
+                        entry.id, entry.pending, timeout)
+            entry.cancel.set()
+            await entry.idle.wait()
 
     # ---- load / unload ---------------------------------------------------------------------
     async def ensure_loaded(self, entry: ModelEntry, explicit: bool = False) -> None:
@@ -302,7 +379,7 @@ class Registry:
             if entry.state == State.FAILED and not explicit:
                 raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id)
             if entry.state == State.UNLOADED and not explicit:
-                raise ModelUnavailable(
+                raise ModelNotReady(
                     f"model {entry.id} was unloaded; load it again (POST /v2/repository/models/{{id}}/load)",
                     model_id=entry.id,
                 )
@@ -310,8 +387,10 @@ class Registry:
                 await self._load(entry)
             except ModelUnavailable as e:
                 if explicit and entry.state == State.FAILED:
-                    # the caller asked for this load: its file is at fault, not the server's state
-                    raise UnprocessableModel(e.message, model_id=entry.id) from None
+                    # the caller asked for this load: its file (or its options: 400) is at fault,
+                    # not the server's state
+                    kind = BadRequest if isinstance(e.__cause__, BadRequest) else UnprocessableModel
+                    raise kind(e.message, model_id=entry.id) from None
                 raise
 
     async def _load(self, entry: ModelEntry) -> None:
@@ -333,19 +412,31 @@ class Registry:
             raise
         except MLOSError as e:
             entry.state, entry.error = State.FAILED, e.message
-            await asyncio.to_thread(self._store.set_state, entry.id, State.FAILED.value, e.message)
-            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from None
+            await self._note_state(entry, e.message)
+            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from e
         except Exception as e:
             log.exception("loading %s", entry.id)
             entry.state, entry.error = State.FAILED, f"{type(e).__name__}: {e}"[:500]
-            await asyncio.to_thread(self._store.set_state, entry.id, State.FAILED.value, entry.error)
+            await self._note_state(entry, entry.error)
             raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id) from None
+        max_rows = entry.option("max_batch_size", self.settings)
+        try:
+            batching = await loop.run_in_executor(self._load_executor, batch_probe.decide, model,
+                                                  entry.record.options.get("batching", "auto"), max_rows)
+        except MLOSError as e:
+            await loop.run_in_executor(self._load_executor, model.unload)
+            entry.state, entry.error = State.FAILED, e.message
+            await self._note_state(entry, e.message)
+            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from e
         entry.source = source
         entry.model = model
+        entry.batching = batching
+        entry.cancel = threading.Event()
         hook = self.metrics.execution_hook(entry.id) if self.metrics else None
         entry.scheduler = ModelScheduler(
             model, self.executor,
-            max_batch_size=entry.option("max_batch_size", self.settings),
+            batching=batching.enabled,
+            max_batch_size=max_rows,
             max_batch_delay_s=entry.option("max_batch_delay_us", self.settings) / 1e6,
             instances=instances_for(entry.option("instances", self.settings), model),
             on_execution=hook,
@@ -353,7 +444,7 @@ class Registry:
         entry.error = None
         entry.state = State.READY
         entry.last_used = time.monotonic()
-        await asyncio.to_thread(self._store.set_state, entry.id, State.READY.value, None)
+        await self._note_state(entry)
         log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
 
     def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
@@ -378,14 +469,26 @@ class Registry:
 
     async def unload(self, model_id: str) -> ModelEntry:
         entry = self.lookup(model_id)
-        await entry.idle.wait()
+        if entry.model is not None:
+            await self._drain(entry)
         async with entry.lock:
+            if entry.state == State.FAILED:
+                return entry
+            # stored first: a client's unload survives a restart, or fails and changes nothing
+            await asyncio.to_thread(self._store.set_state, entry.id, State.UNLOADED.value, None)
             if entry.model is not None:
-                await self._unload(entry, State.UNLOADED)
-            elif entry.state != State.FAILED:
-                entry.state = State.UNLOADED
-                await asyncio.to_thread(self._store.set_state, entry.id, State.UNLOADED.value, None)
+                await self._unload(entry, State.UNLOADED, persist=False)
+            entry.state = State.UNLOADED
         return entry
+
+    async def _note_state(self, entry: ModelEntry, error: str | None = None) -> None:
+        """Record a state the server reached by itself (loaded, failed, evicted). These rows only
+        inform: a restart begins every model as registered except failed and unloaded ones, so a
+        write lost to a full disk is logged, never turned into a failed request."""
+        try:
+            await asyncio.to_thread(self._store.set_state, entry.id, entry.state.value, error)
+        except MLOSError as e:
+            log.warning("%s: %s", entry.id, e.message)
 
     def _detach(self, entry: ModelEntry, state: State):
         """Synchronously take the model away from new requests; the caller awaits the cleanup."""
@@ -404,7 +507,7 @@ class Registry:
         if model is not None:
             await asyncio.get_running_loop().run_in_executor(self._load_executor, model.unload)
         if persist and not entry.removed:
-            await asyncio.to_thread(self._store.set_state, entry.id, entry.state.value, None)
+            await self._note_state(entry)
         log.info("unloaded %s (%s)", entry.id, entry.state.value)
 
     async def _make_room(self, loading: ModelEntry, need: int) -> None:
@@ -441,16 +544,19 @@ class Registry:
                     await self._release(entry, model, scheduler)
 
     # ---- serving ---------------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def use(self, name: str, version: str | None = None) -> AsyncIterator[ModelEntry]:
-        """Hold a loaded model for one request; loads it on demand, bounded by ``max_queue``."""
-        entry = self.lookup(name, version)
+    def check_queue(self, entry: ModelEntry) -> None:
         limit = entry.option("max_queue", self.settings)
         if entry.pending >= limit:
             raise QueueFull(
                 f"model {entry.id} has {entry.pending} requests waiting or running (limit {limit})",
                 model_id=entry.id, retry_after=1,
             )
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str, version: str | None = None) -> AsyncIterator[ModelEntry]:
+        """Hold a loaded model for one request; loads it on demand, bounded by ``max_queue``."""
+        entry = self.lookup(name, version)
+        self.check_queue(entry)
         entry.pending += 1
         entry.idle.clear()
         try:

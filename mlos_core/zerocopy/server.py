@@ -46,7 +46,7 @@ class ZeroCopyServer:
     async def start(self) -> None:
         from kernel_shim import open_device
 
-        self.device = await asyncio.to_thread(open_device, socket_path=self.socket_path)
+        self.device = await asyncio.to_thread(open_device, socket_path=self.socket_path, own_broker=True)
         log.info("zero-copy path on the %s backend (%s)", self.device.backend, self.device.reason)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._worker()) for _ in range(self.workers)]

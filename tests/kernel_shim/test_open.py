@@ -95,3 +95,64 @@ def test_status_command(sock_path):
     text = subprocess.run([sys.executable, "-m", "kernel_shim", "status"], env=env,
                           capture_output=True, text=True, timeout=30, cwd=str(ROOT)).stdout
     assert "backend:" in text and "why:" in text
+
+
+def test_a_server_never_uses_a_broker_it_did_not_start(sock_path):
+    """Issue 11, finding 7: every core of a user shared /tmp/mlos-shim-<uid>.sock, and a second
+    core silently used the first one's broker. A server opens with own_broker=True."""
+    other = subprocess.Popen([sys.executable, "-c",
+                              "import sys, time; from kernel_shim import userspace; "
+                              "userspace.start_broker(sys.argv[1]); print('up', flush=True); time.sleep(60)",
+                              sock_path], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert other.stdout.readline().strip() == "up"
+        with pytest.raises(OSError, match="another process already serves a broker") as e:
+            ks.open_device("off", socket_path=sock_path, own_broker=True)
+        assert e.value.errno == 98  # EADDRINUSE
+        dev = ks.open_device("off", socket_path=sock_path)  # a client may use it: same uid
+        dev.close()
+    finally:
+        other.kill()
+        other.wait()
+    dev = ks.open_device("off", socket_path=sock_path, own_broker=True)  # the stale socket is replaced
+    assert "started a broker in this process" in dev.reason
+    dev.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a broker as another uid needs root")
+def test_a_broker_of_another_uid_is_refused():
+    d = tempfile.mkdtemp(prefix="mlos-nobody-")  # pytest's own tmp dirs are root-only: uid 65534 cannot enter
+    os.chown(d, 65534, 65534)
+    path = os.path.join(d, "s.sock")
+    # imports first: once it is uid 65534, the interpreter cannot read a root-only home's stdlib
+    code = ("import os, sys, time; from kernel_shim import userspace; os.setgid(65534); os.setuid(65534); "
+            "userspace.start_broker(sys.argv[1]); print('up', flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        line = other.stdout.readline().strip()
+        if line != "up":
+            pytest.skip("this machine cannot run a process as uid 65534 here")
+        os.chmod(path, 0o666)  # even a socket anyone may connect to is refused by its owner's uid
+        with pytest.raises(OSError, match="runs as uid 65534") as e:
+            ks.open_device("off", socket_path=path)
+        assert e.value.errno == 13  # EACCES
+    finally:
+        other.kill()
+        other.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_default_socket_is_in_a_private_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLOS_SHIM_SOCKET", raising=False)
+    monkeypatch.setenv("MLOS_DATA_DIR", str(tmp_path / "data"))
+    assert userspace.socket_path() == str(tmp_path / "data" / "run" / "shim.sock")
+    dev = ks.open_device("off", own_broker=True)
+    try:
+        assert stat.S_IMODE((tmp_path / "data" / "run").stat().st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(userspace.socket_path()).st_mode) == 0o600
+    finally:
+        dev.close()
+        b = userspace._started.pop(userspace.socket_path(), None)
+        if b:
+            b.close()

@@ -48,8 +48,8 @@ def test_real_silero_safetensors(silero):
     (b"\x80\x04\x95\x00\x00", "pickle"),
     (b"PK\x03\x04rest", "zip archive"),
     (b'{"architectures": []}', "JSON document"),
-    (b"hello world, not a model", "unrecognised content"),
-    (struct.pack("<Q", 10**12) + b"{}", "unrecognised content"),  # header length past the file
+    (b"hello world, not a model", "content of no known model format"),
+    (struct.pack("<Q", 10**12) + b"{}", "content of no known model format"),  # header length past the file
 ])
 def test_unknown_content_is_named(tmp_path, content, found):
     f = tmp_path / "model.onnx"

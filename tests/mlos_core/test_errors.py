@@ -171,7 +171,7 @@ async def test_missing_path(client, models):
 
 
 @pytest.mark.parametrize("name,content,found", [
-    ("notes.txt", b"just some text\n", "unrecognised content"),
+    ("notes.txt", b"just some text\n", "content of no known model format"),
     ("weights.onnx", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94.", "pickle"),
     ("empty.onnx", b"", "empty file"),
     ("config.onnx", b'{"hidden_size": 768}', "JSON document"),

@@ -96,12 +96,12 @@ async def test_metrics_counters(serving, models):
     assert sample(after, "mlos_model_memory_bytes", model=MM) == models.matmul.stat().st_size
     assert sample(after, "mlos_model_state", model=MM, state="ready") == 1
 
-    # an unloaded model: failure reason model_unavailable, the loaded gauge drops
+    # an unloaded model: failure reason model_not_ready, the loaded gauge drops
     await client.post(f"/v2/repository/models/{TOK_Q}/unload")
-    assert (await client.post(f"/v1/models/{TOK_Q}/inference", json={"input_ids": [1], "attention_mask": [1]})).status == 503
+    assert (await client.post(f"/v1/models/{TOK_Q}/inference", json={"input_ids": [1], "attention_mask": [1]})).status == 400
     last = await scrape(client)
     assert sample(last, "mlos_models_loaded") == 1
-    assert sample(last, "mlos_inference_request_failure_total", model=TOK, reason="model_unavailable") == 1
+    assert sample(last, "mlos_inference_request_failure_total", model=TOK, reason="model_not_ready") == 1
     assert sample(last, "mlos_model_state", model=TOK, state="unloaded") == 1
 
 
@@ -150,10 +150,11 @@ async def test_failures_are_labelled_by_resolved_model_id(serving, models):
     client = await serving({MM: models.matmul}, max_queue=1)
     await client.post(f"/v2/repository/models/{MM_Q}/unload")
     v2 = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]}
-    assert (await client.post("/v2/models/test%2Fmatmul/versions/1/infer", json=v2)).status == 503
-    assert (await client.post("/v1/models/test%2Fmatmul/inference", json={"x": [[0.5] * 64]})).status == 503
+    # an unloaded model is the client's own doing: 400 until it is loaded again (Triton answers so)
+    assert (await client.post("/v2/models/test%2Fmatmul/versions/1/infer", json=v2)).status == 400
+    assert (await client.post("/v1/models/test%2Fmatmul/inference", json={"x": [[0.5] * 64]})).status == 400
     s = await scrape(client)
-    assert sample(s, "mlos_inference_request_failure_total", model=MM, reason="model_unavailable") == 2
+    assert sample(s, "mlos_inference_request_failure_total", model=MM, reason="model_not_ready") == 2
     labels = {dict(k[1]).get("model") for k in s if k[0] == "mlos_inference_request_failure_total"}
     assert labels == {MM}
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mlos_core.errors import Conflict, ModelNotFound, ModelUnavailable, QueueFull, UnprocessableModel
+from mlos_core.errors import Conflict, ModelNotFound, ModelNotReady, ModelUnavailable, QueueFull, UnprocessableModel
 from mlos_core.registry import Registry, RegisterSpec, State
 
 from .. import onnx_models
@@ -227,30 +227,39 @@ async def test_queue_bound_holds_in_every_state(registry_factory, models):
     await reg.unload("t/mm@1")
     entry = reg.lookup("t/mm@1")
     assert entry.state == State.UNLOADED
-    with pytest.raises(ModelUnavailable, match="unloaded"):
+    with pytest.raises(ModelNotReady, match="unloaded"):
         async with reg.use("t/mm@1"):
             pass
 
 
-async def test_unregister_waits_for_in_flight_requests(registry_factory, models):
-    reg = await registry_factory()
-    await reg.register(RegisterSpec("t/mm@1", str(models.matmul)))
+async def test_unregister_lets_running_requests_finish_and_answers_queued_ones_503(registry_factory, models):
+    reg = await registry_factory(instances=1, max_batch_size=1)
+    await reg.register(RegisterSpec("t/slow@1", str(models.slow)))
+    x = np.full((256, 1024), 0.5, np.float32)
     order = []
 
-    async def request():
-        async with reg.use("t/mm@1") as entry:
-            await asyncio.sleep(0.2)
-            await entry.scheduler.submit({"x": np.ones((1, 64), np.float32)})
-            order.append("request done")
+    async def request(tag):
+        async with reg.use("t/slow@1") as entry:
+            y = (await entry.scheduler.submit({"x": x})).outputs["y"]
+            order.append(tag)
+            return y
 
-    task = asyncio.create_task(request())
-    await asyncio.sleep(0.05)
-    await reg.unregister("t/mm@1")
+    running = asyncio.create_task(request("running"))
+    for _ in range(200):
+        if reg.lookup("t/slow@1").scheduler.running:
+            break
+        await asyncio.sleep(0.005)
+    queued = asyncio.create_task(request("queued"))
+    await asyncio.sleep(0.02)
+    await reg.unregister("t/slow@1")
     order.append("unregistered")
-    await task
-    assert order == ["request done", "unregistered"]
+    y = await running
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-3)  # orthogonal W
+    with pytest.raises(ModelUnavailable, match="is unloading"):
+        await queued
+    assert order == ["running", "unregistered"]
     with pytest.raises(ModelNotFound):
-        reg.lookup("t/mm@1")
+        reg.lookup("t/slow@1")
 
 
 async def test_models_directory_is_scanned_at_start(tmp_path, models):

@@ -63,7 +63,7 @@ async def _pile_up(model, sched, xs, priorities=None):
 
 async def test_queued_requests_run_as_one_batch_and_get_their_own_rows(executor):
     model = Doubler()
-    sched = ModelScheduler(model, executor, max_batch_size=16)
+    sched = ModelScheduler(model, executor, batching=model.metadata.batchable, max_batch_size=16)
     xs = [np.full((1 + i % 2, 2), i, np.float32) for i in range(6)]
     results = await _pile_up(model, sched, xs)
     for x, r in zip(xs, results):
@@ -75,7 +75,7 @@ async def test_queued_requests_run_as_one_batch_and_get_their_own_rows(executor)
 
 async def test_batch_respects_max_rows(executor):
     model = Doubler()
-    sched = ModelScheduler(model, executor, max_batch_size=4)
+    sched = ModelScheduler(model, executor, batching=model.metadata.batchable, max_batch_size=4)
     await _pile_up(model, sched, [np.ones((1, 2), np.float32)] * 10)
     assert [c.shape[0] for c in model.calls[1:]] == [4, 4, 2]
     await sched.close()
@@ -83,7 +83,7 @@ async def test_batch_respects_max_rows(executor):
 
 async def test_unbatchable_model_runs_requests_one_by_one(executor):
     model = Doubler(batchable=False)
-    sched = ModelScheduler(model, executor, max_batch_size=16)
+    sched = ModelScheduler(model, executor, batching=model.metadata.batchable, max_batch_size=16)
     await _pile_up(model, sched, [np.ones((1, 2), np.float32)] * 3)
     assert [c.shape[0] for c in model.calls] == [1, 1, 1, 1]
     await sched.close()
@@ -91,7 +91,7 @@ async def test_unbatchable_model_runs_requests_one_by_one(executor):
 
 async def test_model_that_does_not_keep_the_batch_axis_falls_back(executor):
     model = Doubler(reduce_batch=True)
-    sched = ModelScheduler(model, executor, max_batch_size=16)
+    sched = ModelScheduler(model, executor, batching=model.metadata.batchable, max_batch_size=16)
     xs = [np.full((1, 2), i + 1, np.float32) for i in range(3)]
     results = await _pile_up(model, sched, xs)
     for x, r in zip(xs, results):
@@ -111,7 +111,7 @@ async def test_higher_priority_runs_first(executor):
 
 async def test_a_failing_batch_fails_every_request_in_it_and_the_worker_survives(executor):
     model = Doubler()
-    sched = ModelScheduler(model, executor, max_batch_size=16)
+    sched = ModelScheduler(model, executor, batching=model.metadata.batchable, max_batch_size=16)
     xs = [np.full((1, 2), -1, np.float32), np.ones((1, 2), np.float32)]
     results = await _pile_up(model, sched, xs)
     assert all(isinstance(r, InferenceFailed) for r in results)

@@ -118,3 +118,27 @@ def test_the_checker_sees_errors_exceptions_and_fetches(tmp_path):
     assert any("ERR_NAME_NOT_RESOLVED https://example.invalid/x.png" in e for e in page.console_errors)
     assert page.exceptions[0].startswith("Error: kaboom")
     assert page.requests == [bad.resolve().as_uri(), "https://example.invalid/x.png"]
+
+
+def test_no_chromium_process_outlives_the_page(tmp_path, monkeypatch):
+    """The profile is removed only after every process of Chromium's group has exited: removing
+    it while a helper process still wrote there failed fresh-clone runs (ENOTEMPTY on 'Default')."""
+    from validation.report import browser
+
+    launched = []
+    real_launch = browser._launch
+
+    def spy(*args, **kw):
+        proc = real_launch(*args, **kw)
+        launched.append((proc, args[1]))
+        return proc
+
+    monkeypatch.setattr(browser, "_launch", spy)
+    page = tmp_path / "p.html"
+    page.write_text("<!DOCTYPE html><title>p</title><p>hello</p>")
+    for _ in range(3):
+        assert inspect_page_sync(page).title == "p"
+    assert len(launched) == 3
+    for proc, profile in launched:
+        assert not browser._group_alive(proc.pid), "a Chromium process outlived inspect_page"
+        assert not (tmp_path / profile).exists()

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +107,38 @@ def _launch(binary: str, profile: str, width: int, height: int) -> subprocess.Po
     if os.geteuid() == 0:
         args.insert(1, "--no-sandbox")
     log = open(Path(profile) / "chromium.log", "wb")    # never a pipe: a full pipe would block it
-    return subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    # its own process group: Chromium's helpers (zygote, renderers, crash handler) go with it
+    return subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs (zombies write nothing: they do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10) -> None:
+    """Stop Chromium and every process of its group, and return only when none of them can
+    still write into the profile (removing the profile earlier raced with them: ENOTEMPTY)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + grace
+    while _group_alive(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL if time.monotonic() > deadline - grace / 2 else signal.SIGTERM)
+        if time.monotonic() > deadline:
+            raise BrowserError(f"chromium's process group {proc.pid} did not exit")
+        time.sleep(0.05)
 
 
 async def _devtools_url(proc: subprocess.Popen, profile: str, timeout: float) -> str:
@@ -194,12 +228,7 @@ async def inspect_page(path, *, evaluate: dict[str, str] | None = None, screensh
                 finally:
                     pump.cancel()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
 
 
 def inspect_page_sync(path, **kw) -> PageReport:

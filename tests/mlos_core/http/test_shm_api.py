@@ -3,7 +3,6 @@ into client regions, status, unregister, and every malformed or refused case."""
 from __future__ import annotations
 
 import struct
-from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
@@ -11,22 +10,6 @@ import pytest
 ID = "test/identity@1"
 URL = "/v2/models/test%2Fidentity%401/infer"
 SHM = "/v2/systemsharedmemory"
-
-
-@pytest.fixture
-def shm():
-    """``shm(size)``: a POSIX shared-memory object as a client makes it (unlinked after)."""
-    made = []
-
-    def make(size: int) -> shared_memory.SharedMemory:
-        s = shared_memory.SharedMemory(create=True, size=size)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
-        s.unlink()
 
 
 async def register(client, name, key, offset, byte_size):
@@ -170,14 +153,14 @@ async def test_malformed_registrations_are_400(app_factory, shm, body, status, m
 
 async def test_registration_refused_off_loopback_unless_allowed(app_factory, shm):
     s = shm(4096)
-    client = await app_factory(host="0.0.0.0")
+    client = await app_factory(host="0.0.0.0", allow_unauthenticated=True)
     r = await client.post(f"{SHM}/region/r/register", json={"key": "/" + s.name, "byte_size": 64})
     doc = await r.json()
     assert r.status == 403 and doc["code"] == "forbidden"
     assert doc["error"] == ("client shared memory is refused while the server listens on 0.0.0.0: start it with "
                             "--allow-client-shm=true (MLOS_ALLOW_CLIENT_SHM=true) to allow it from any client that "
                             "reaches the port")
-    client = await app_factory(host="0.0.0.0", allow_client_shm="true")
+    client = await app_factory(host="0.0.0.0", allow_client_shm="true", allow_unauthenticated=True)
     assert (await register(client, "r", "/" + s.name, 0, 64))[0] == 200
     client = await app_factory(allow_client_shm="false")
     status, doc = await register(client, "r", "/" + s.name, 0, 64)

@@ -24,7 +24,8 @@ async def test_config_of_a_batching_model(serving, models):
         "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [64]}],
         "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [64]}],
         "instance_group": [{"name": MM, "kind": "KIND_CPU", "count": 1}],
-        "parameters": {},
+        "parameters": {"batching_reason": {
+            "string_value": "axis 0 proved a batch axis: two rows stacked answer as they do apart"}},
         "dynamic_batching": {
             "preferred_batch_size": [], "max_queue_delay_microseconds": 300, "preserve_ordering": False,
             "priority_levels": 10, "default_priority_level": 5,
@@ -44,6 +45,7 @@ async def test_config_of_a_model_that_does_not_batch(serving, models):
     assert r.status == 200
     config = await (await client.get("/v2/models/test%2Fstrings%401/config")).json()
     assert config["max_batch_size"] == 0 and "dynamic_batching" not in config
+    assert config["parameters"]["batching_reason"]["string_value"] == "max_batch_size is 1"
     assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [-1]}]
     assert config["instance_group"][0]["count"] == 1  # batchable shape: one execution at a time
 

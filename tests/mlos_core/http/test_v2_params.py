@@ -58,18 +58,20 @@ async def test_higher_priority_overtakes_queued_lower_ones(slow_client):
             finished.append(tag)
         return r.headers, payload
 
+    # the queued ones take long enough (16 rows) that the order they finish in is the order they ran,
+    # not the order the client happened to read two answers that came a millisecond apart
     blocker = asyncio.create_task(send(None, 2048))
     await _busy_with(client, 0, blocker)
-    low = asyncio.create_task(send("low", 1, priority=9))
+    low = asyncio.create_task(send("low", 16, priority=9))
     await _busy_with(client, 1, blocker)
-    default = asyncio.create_task(send("default", 1))
+    default = asyncio.create_task(send("default", 16))
     await _busy_with(client, 2, blocker)
-    high = asyncio.create_task(send("high", 1, priority=1))
+    high = asyncio.create_task(send("high", 16, priority=1))
     await _busy_with(client, 3, blocker)
     headers, payload = (await asyncio.gather(blocker, low, default, high))[3]
     assert finished == ["high", "default", "low"]  # sent low, default, high
     y = np.frombuffer(payload[int(headers[HDR]):], np.float32)
-    assert y.shape == (1024,) and np.all(np.isfinite(y))
+    assert y.shape == (16 * 1024,) and np.all(np.isfinite(y))
 
 
 async def test_a_request_that_waited_past_its_timeout_is_rejected_not_run(slow_client):
