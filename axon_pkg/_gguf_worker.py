@@ -1,9 +1,12 @@
 """Subprocess side of :mod:`axon_pkg.gguf_convert` (``python -m axon_pkg._gguf_worker``).
 
+``convert``: llama.cpp's ``convert_hf_to_gguf.py`` run unchanged as ``__main__`` (its arguments
+after ``--``), in a process that dies with its parent (axon_pkg.child).
 ``quantize``: llama.cpp's quantiser through the llama-cpp-python bindings
 (``llama_model_quantize``), which aborts the process on some errors: hence a process of its own.
 ``inspect``: a GGUF file's architecture, file type and tensor types, read with the converter's
-gguf-py (``--gguf-py``). Each prints ONE JSON line on stdout; llama.cpp's own output goes to stderr.
+gguf-py (``--gguf-py``). quantize and inspect print ONE JSON line on stdout; llama.cpp's own output
+goes to stderr.
 """
 from __future__ import annotations
 
@@ -51,7 +54,29 @@ def inspect(path: str, gguf_py: str) -> dict:
             "name": field("general.name"), "tensors": len(reader.tensors), "tensor_types": dict(types)}
 
 
+def convert(script: str, args: list[str]) -> None:
+    """The converter as its own command line would run it: its folder first on sys.path (it
+    imports its ``conversion`` package from there), its arguments in sys.argv."""
+    import runpy
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from axon_pkg.child import die_with_parent
+
+    die_with_parent()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["convert"]:
+        split = argv.index("--") if "--" in argv else len(argv)
+        head, tail = argv[1:split], argv[split + 1:]
+        if len(head) != 2 or head[0] != "--script":
+            print("usage: python -m axon_pkg._gguf_worker convert --script PATH -- ARGS...", file=sys.stderr)
+            return 2
+        convert(head[1], tail)
+        return 0
     ap = argparse.ArgumentParser(prog="python -m axon_pkg._gguf_worker")
     sub = ap.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quantize")

@@ -171,9 +171,9 @@ def convert_to_gguf(model_dir: Path, out_dir: Path, quant: str = "F16", *, name:
         first = tmp / f"{name}-{intermediate}.gguf"
         progress(f"converting {arch} to GGUF {intermediate} with llama.cpp's converter")
         t = time.monotonic()
-        code, _, err = _run([sys.executable, str(conv.script), str(model_dir), "--outfile", str(first),
-                             "--outtype", CONVERTER_TYPES[intermediate]], timeout_s, "the GGUF conversion",
-                            cwd=conv.root)
+        code, _, err = _run([sys.executable, "-m", "axon_pkg._gguf_worker", "convert", "--script", str(conv.script),
+                             "--", str(model_dir), "--outfile", str(first), "--outtype", CONVERTER_TYPES[intermediate]],
+                            timeout_s, "the GGUF conversion", cwd=conv.root)
         convert_s = time.monotonic() - t
         if code != 0 or not first.is_file():
             raise ConversionFailed(_converter_error(err, arch, conv))

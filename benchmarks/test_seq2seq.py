@@ -37,6 +37,9 @@ from urllib.parse import quote
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# llama.cpp's converter: the tests' tools cache (fetched once per llama-cpp-python version)
+os.environ.setdefault("AXON_TOOLS_DIR", str(Path(os.environ.get("MLOS_TEST_CACHE", Path.home() / ".cache" /
+                                                                    "mlos-tests")) / "tools"))
 
 from .conftest import launch_mlos  # noqa: E402
 from .seq2seq_models import LLAMA_270M, T5_SMALL, layout_dir, llama_270m, parameters, t5_small  # noqa: E402

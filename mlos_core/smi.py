@@ -134,7 +134,8 @@ class Model(abc.ABC):
              cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
         raise TaskUnsupported("chat")
 
-    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[GenerationChunk]:
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams,
+                       cancelled: Callable[[], bool] = lambda: False) -> list[GenerationChunk]:
         """One whole generation per prompt, run together (the last chunk of each, its ``text`` the
         whole completion). Models that cannot batch generations do not offer it."""
         raise TaskUnsupported("batched text generation")

@@ -156,10 +156,11 @@ class TaskModel(Model):
             return super().chat(messages, params, cancelled)
         return self._impl.chat(messages, params, cancelled)
 
-    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[GenerationChunk]:
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams,
+                       cancelled: Callable[[], bool] = lambda: False) -> list[GenerationChunk]:
         if GENERATE not in self.tasks or not hasattr(self._impl, "generate_batch"):
-            return super().generate_batch(prompts, params)
-        return self._impl.generate_batch(prompts, params)
+            return super().generate_batch(prompts, params, cancelled)
+        return self._impl.generate_batch(prompts, params, cancelled)
 
     def graphs(self) -> Mapping[str, Model]:
         return self.inner.graphs()

@@ -141,7 +141,8 @@ class Seq2SeqGenerator:
         self._check_lengths(rows, params)
         return self._stream(rows, params, cancelled, stop_ids)
 
-    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[GenerationChunk]:
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams,
+                       cancelled: Callable[[], bool] = lambda: False) -> list[GenerationChunk]:
         if isinstance(prompts, str) or not prompts or any(not isinstance(p, str) for p in prompts):
             raise BadRequest("prompts must be a non-empty list of strings")
         if len(prompts) > MAX_BATCH:
@@ -149,7 +150,7 @@ class Seq2SeqGenerator:
         stops = check_params(params)
         rows = [self._row(self.tok.encode(p, add_special_tokens=True), stops) for p in prompts]
         self._check_lengths(rows, params)
-        for _ in self._loop(rows, params, lambda: False):
+        for _ in self._loop(rows, params, cancelled):
             pass
         return [GenerationChunk(r.stream.text, finish_reason=r.finish, prompt_tokens=len(r.prompt),
                                 completion_tokens=len(r.generated), token_ids=r.generated) for r in rows]
