@@ -270,6 +270,7 @@ class DataPlane:
         (counted as a failed request of ``api``, as it would be after parsing)."""
         model_id = ""
         try:
+            name, version, _ = self._target(name, version)   # a graph is admitted by its model's queue
             entry = self.registry.lookup(name, version)
             model_id = entry.id
             self.registry.check_queue(entry)
