@@ -106,14 +106,17 @@ def _gguf_file(package: Path) -> Path:
     return files[0]
 
 
-def gguf_parity(refs, spec, prompt: str, package: Path, quant: str | None) -> tuple[Parity, dict]:
-    """llama.cpp on the package's GGUF against transformers (see the module docstring)."""
+def gguf_parity(refs, source: str, prompt: str, gguf: Path, quant: str | None,
+                min_top1: float = 0.9) -> tuple[Parity, dict]:
+    """llama.cpp on a GGUF file (or the one a package holds) against transformers' model of
+    ``source`` (``tiny:<arch>``), see the module docstring; ``min_top1`` is the floor of a
+    quantised file's teacher-forced top-1 agreement. Returns the Parity and its figures."""
     import llama_cpp
 
-    gguf = _gguf_file(package)
+    gguf = _gguf_file(gguf) if Path(gguf).is_dir() else Path(gguf)
     quant = (quant or "").upper() or "F16"
-    ids, ref = refs.causal_greedy(spec.source, prompt, GREEDY_N)
-    tok = refs.tokenizer(spec.source)
+    ids, ref = refs.causal_greedy(source, prompt, GREEDY_N)
+    tok = refs.tokenizer(source)
     eos = tok.eos_token_id
     seq = ids + ref
     llm = llama_cpp.Llama(str(gguf), n_ctx=max(256, len(seq) + 8), n_batch=max(256, len(seq) + 8), n_threads=2,
@@ -134,7 +137,7 @@ def gguf_parity(refs, spec, prompt: str, package: Path, quant: str | None) -> tu
         ours = np.array(llm.scores[len(ids) - 1:len(seq) - 1], dtype=np.float64)
     finally:
         llm.close()
-    theirs = refs.causal_logits(spec.source, seq)[len(ids) - 1:len(seq) - 1].astype(np.float64)
+    theirs = refs.causal_logits(source, seq)[len(ids) - 1:len(seq) - 1].astype(np.float64)
     if eos is not None:
         ours[:, eos] = theirs[:, eos] = -np.inf
     finite = np.isfinite(theirs)
@@ -158,7 +161,7 @@ def gguf_parity(refs, spec, prompt: str, package: Path, quant: str | None) -> tu
                    f"equal{f' (first near-tie at {first_tie})' if ties.any() else ''}; teacher-forced top-1 "
                    f"agreement {rate:.2f} over {GREEDY_N} ({int(ties.sum())} near-ties); {quant} on llama.cpp")
         return Parity("pytorch greedy tokens", diff, None, passed, measure), details
-    floor = float(((spec.extra.get("parameters") or {}).get("min_top1_agreement")) or 0.9)
+    floor = float(min_top1)
     passed = tok_equal and rate >= floor
     measure = (f"prompt tokens {'equal' if tok_equal else 'DIFFER'}; teacher-forced top-1 agreement {rate:.2f} "
                f"(at least {floor:.2f} for {quant}) over {GREEDY_N}; {equal_prefix}/{GREEDY_N} greedy tokens equal")

@@ -12,6 +12,7 @@ through the MLOS API and are compared token for token with transformers' ``gener
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
@@ -100,8 +101,9 @@ def _llm_phase(core, spec, size, ctx) -> PhaseResult:
 
         t = time.perf_counter()
         text, _ = inp.prompt(spec, size)
-        result.parity, details = gguf_parity(ctx["refs"], spec, text, ctx["package_path"],
-                                             (ctx.get("conversion") or {}).get("quant"))
+        floor = (spec.extra.get("parameters") or {}).get("min_top1_agreement") or 0.9
+        result.parity, details = gguf_parity(ctx["refs"], spec.source, text, Path(ctx["package_path"]),
+                                             (ctx.get("conversion") or {}).get("quant"), float(floor))
         result.details = {"token_parity": details}
         result.time_ms = (time.perf_counter() - t) * 1000.0
     elif ctx["refs"].available(spec.source)[0] and ctx["meta"] and ctx["meta"].get("inputs"):
