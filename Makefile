@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-seq2seq bench-kmod bench-oip bench-safety kmod kmod-test clean
+.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-seq2seq bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,23 @@ $(PY):
 # to serve them, so it is installed without them. llama-cpp-python compiles llama.cpp for a
 # generic x86-64 (GGML_NATIVE=OFF) so the wheel pip caches runs on any machine of this kind.
 $(STAMP): pyproject.toml | $(PY)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,ray,repos]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# axon-py's converter environments (axon_pkg/converter_envs.py): torchvision for pytorch/ models,
+# TensorFlow + tf2onnx for tfhub/ SavedModels, each in its own virtualenv beside the core's (their
+# torch and Keras do not fit in it). About 3 and 1 minutes the first time; make test needs them.
+CONVERTERS := $(VENV)/converters
+CONVERTER_KINDS := vision tf
+$(CONVERTERS)/%/.installed: pyproject.toml | $(PY)
+	test -x $(CONVERTERS)/$*/bin/python || $(PYTHON) -m venv $(CONVERTERS)/$*
+	$(CONVERTERS)/$*/bin/pip install -q -e '.[convert-$*]'
+	touch $@
+
+setup-converters: $(foreach k,$(CONVERTER_KINDS),$(CONVERTERS)/$(k)/.installed)
 
 run: setup
 	$(PY) -m mlos_core --port $(PORT) --demo
@@ -35,7 +47,7 @@ KMOD_PYTEST ?= tests/kernel_shim tests/mlos_core/zerocopy/test_server.py -k kern
 
 # The host suite, then the kernel module in a qemu guest where this machine can boot one
 # (kmod/vm/can-run.sh says why not elsewhere; MLOS_SKIP_VM=1 skips it on purpose).
-test: setup browser
+test: setup setup-converters browser
 	$(PY) -m pytest -q -p no:cacheprovider
 	@if why=$$(kmod/vm/can-run.sh); then \
 		$(MAKE) --no-print-directory kmod-test PYTEST_ARGS="$(KMOD_PYTEST)" VM_TIMEOUT=900; \
@@ -56,7 +68,7 @@ VALIDATION_EXTRA = $(if $(wildcard $(BENCH_DIR)/kernel-comparison.json),--in $(B
 # The validator's offline suite end to end (tiny models of the 18 seed architectures + the real
 # PyPI models, both modes; kernel mode is skipped with its reason where /dev/mlos-ml is absent),
 # then the report, written even when a model failed; the exit code is the run's.
-e2e-test: setup browser
+e2e-test: setup setup-converters browser
 	rc=0; $(PY) -m validation run --suite offline --mode both --out $(VALIDATION_OUT) || rc=$$?; \
 	$(PY) -m validation report --in $(VALIDATION_OUT) $(VALIDATION_EXTRA) --out $(VALIDATION_OUT)/report.html \
 		--screenshot $(VALIDATION_OUT)/report.png || rc=$$((rc ? rc : 1)); exit $$rc
@@ -119,20 +131,55 @@ bench-seq2seq: setup
 		--benchmark-json=$(BENCH_DIR)/seq2seq.json -q
 	$(PY) -m benchmarks.report_seq2seq $(BENCH_DIR)/seq2seq.json
 
+# The baseline comparison's false-alarm rate and power: the validator run MLOS_BENCH_BASE_RUNS times
+# (6) on the same code and MLOS_BENCH_BASE_SLOWED times (2) with its core slowed from outside, every
+# split into baseline and candidate compared, one baseline run and three (docs/validation-ci.md).
+bench-baseline: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_baseline_noise.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/baseline-bench.json -q
+	$(PY) -m benchmarks.baseline_noise render $(BENCH_DIR)/baseline-noise.json
+
 # The Open Inference Protocol paths (JSON, binary, system shared memory) next to Triton (PyTriton)
 # and MLServer on a ResNet-50-sized model. The peers get their own virtualenvs: nvidia-pytriton
 # pins numpy 1.26, and its stub needs Debian's python3.11 (its libpython) rather than pyenv's.
 BENCH_VENVS ?= $(HOME)/.cache/mlos-bench
-bench-oip: setup
+PYTRITON_PY := $(BENCH_VENVS)/pytriton/bin/python
+$(PYTRITON_PY):
+	mkdir -p $(BENCH_VENVS)
+	/usr/bin/python3.11 -m venv $(BENCH_VENVS)/pytriton && \
+		$(BENCH_VENVS)/pytriton/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime
+
+bench-oip: setup $(PYTRITON_PY)
 	mkdir -p $(BENCH_DIR) $(BENCH_VENVS)
 	test -x $(BENCH_VENVS)/mlserver/bin/python || { $(PYTHON) -m venv $(BENCH_VENVS)/mlserver && \
 		$(BENCH_VENVS)/mlserver/bin/pip install -q mlserver==1.7.1 onnxruntime; }
-	test -x $(BENCH_VENVS)/pytriton/bin/python || { /usr/bin/python3.11 -m venv $(BENCH_VENVS)/pytriton && \
-		$(BENCH_VENVS)/pytriton/bin/pip install -q nvidia-pytriton==0.7.0 onnxruntime; }
 	$(PY) -m benchmarks.vision_model
 	$(PY) -m pytest benchmarks/test_oip.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/oip-benchmark.json -q
 	$(PY) -m benchmarks.report_oip $(BENCH_DIR)/oip.json
+
+# `make run`'s first start: cold (a fresh data dir, MiniLM converted) and warm, to all demo models ready.
+bench-startup: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_startup.py -p no:cacheprovider --benchmark-only -q -s
+
+# The Open Inference Protocol over gRPC against HTTP binary and JSON on mlos-core, and against
+# Triton's gRPC endpoint (PyTriton, as bench-oip), on the ResNet-50 and a small MatMul.
+bench-grpc: setup $(PYTRITON_PY)
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m benchmarks.vision_model
+	$(PY) -m pytest benchmarks/test_grpc.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/grpc-benchmark.json -q
+	$(PY) -m benchmarks.report_grpc $(BENCH_DIR)/grpc.json
+# The cluster path (benchmarks/test_cluster.py): a Ray cluster of a head and two worker nodes
+# started by the benchmark itself on this machine; a compute-bound ONNX model with 1 vs 2
+# replicas (and the single-process server), and the front door's overhead at one client.
+bench-cluster: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_cluster.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/cluster.json -q
+	$(PY) -m benchmarks.report_cluster $(BENCH_DIR)/cluster.json
 
 kmod:
 	$(MAKE) -C kmod build

@@ -264,6 +264,12 @@ def _parity(onnx_path: Path, model_dir: Path, cfg: dict, task: str) -> float:
 
 # ---------------------------------------------------------------------------- main
 
+def _progress(message: str) -> None:
+    from axon_pkg.worker import report_progress  # light: the parent reads these lines (run_json_worker)
+
+    report_progress(message)
+
+
 def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity: bool,
         all_graphs: bool = False) -> dict:
     result = {"converted": False, "files": [], "tool": "optimum-onnx",
@@ -284,12 +290,13 @@ def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity:
 
         task = _choose_task(cfg, task, explicit)
         result["task"] = task
+        _progress(f"exporting {cfg.get('model_type', 'the model')} to ONNX with optimum (task {task})")
         t = time.monotonic()
         try:
             _export(model_dir, output, task)
         except Exception as exc:
             raise Refused(f"export failed: {_short(exc)}") from exc
-        print(f"[convert worker] export {time.monotonic() - t:.2f}s", file=sys.stderr)
+        _progress(f"exported in {time.monotonic() - t:.2f} s")
         files = _onnx_files(output, all_graphs)
         if not files:
             raise Refused("export failed: optimum wrote no .onnx file")
@@ -302,13 +309,16 @@ def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity:
                 result["reason"] = (f"parity not checked: multi-file export "
                                     f"({', '.join(onnx_models)})")
             else:
+                _progress("checking the export against PyTorch on a sample input")
                 t = time.monotonic()
                 try:
                     result["parity_max_abs_diff"] = _parity(output / "model.onnx", model_dir,
                                                             cfg, task)
                 except Exception as exc:
                     result["reason"] = f"parity not checked: {_short(exc)}"
-                print(f"[convert worker] parity {time.monotonic() - t:.2f}s", file=sys.stderr)
+                diff = result["parity_max_abs_diff"]
+                _progress(f"checked in {time.monotonic() - t:.2f} s"
+                          + (f" (max abs difference {diff:.2g})" if diff is not None else ""))
     except Refused as exc:
         result.update(converted=False, files=[], reason=str(exc))
     return result

@@ -18,8 +18,17 @@ DEFAULTS: dict[str, Any] = {
     "hub.endpoint": "https://huggingface.co",
     "mlos.api_key": "",  # sent as Authorization: Bearer to a core started with --api-key
     "hub.timeout": "10",  # seconds a hub call may wait (HF_HUB_ETAG_TIMEOUT wins)
+    "pytorch.endpoint": "https://download.pytorch.org",
+    "pytorch.github_endpoint": "https://github.com",
+    "tfhub.endpoint": "https://tfhub.dev",
+    "modelscope.endpoint": "https://www.modelscope.cn",
+    "convert.vision_python": "",
+    "convert.tf_python": "",
 }
-ENV = {"mlos.endpoint": "MLOS_CORE_ENDPOINT", "hub.endpoint": "HF_ENDPOINT", "mlos.api_key": "MLOS_API_KEY"}
+ENV = {"mlos.endpoint": "MLOS_CORE_ENDPOINT", "hub.endpoint": "HF_ENDPOINT", "mlos.api_key": "MLOS_API_KEY",
+       "pytorch.endpoint": "AXON_PYTORCH_ENDPOINT", "pytorch.github_endpoint": "AXON_GITHUB_ENDPOINT",
+       "tfhub.endpoint": "AXON_TFHUB_ENDPOINT", "modelscope.endpoint": "MODELSCOPE_ENDPOINT",
+       "convert.vision_python": "AXON_VISION_PYTHON", "convert.tf_python": "AXON_TF_PYTHON"}
 SECRET = ("mlos.api_key",)  # never printed whole
 
 

@@ -18,15 +18,14 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from .child import child_env
+
 
 __all__ = ["ConversionResult", "conversion_available", "infer_task", "convert_to_onnx"]
 
@@ -180,43 +179,19 @@ def _fail(reason: str, t0: float, task: str | None = None) -> ConversionResult:
         reason=reason, parity_max_abs_diff=None, inputs=[], outputs=[])
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        if os.name == "posix":
-            os.killpg(proc.pid, signal.SIGKILL)   # the group we created for this child only
-        else:
-            proc.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _stderr_tail(err: str, limit: int = 300) -> str:
-    lines = [ln.strip() for ln in err.strip().splitlines() if ln.strip()]
-    tail = " | ".join(lines[-3:]) if lines else "(no output)"
-    return tail[-limit:]
-
-
 def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-    # Make sure the child can import this package even when it is not installed.
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return child_env(env)  # the worker dies with us (axon_pkg.child)
+    from .worker import worker_env
+
+    return worker_env()   # the worker dies with us (axon_pkg.child)
 
 
 def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
-                    timeout_s: float = 1800, check_parity: bool = True, all_graphs: bool = False) -> ConversionResult:
+                    timeout_s: float = 1800, check_parity: bool = True, all_graphs: bool = False,
+                    progress: Callable[[str], None] | None = None) -> ConversionResult:
     """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``. Of an
     encoder-decoder, the encoder and the merged decoder are kept (``all_graphs``: the split
-    decoders too)."""
+    decoders too). ``progress`` gets each step as the worker reaches it ("exporting ...",
+    "exported in 4.1 s"...)."""
     t0 = time.monotonic()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
 
@@ -252,26 +227,15 @@ def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
         cmd.append("--no-parity")
     if all_graphs:
         cmd.append("--all-graphs")
-    proc = None
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=_worker_env(), start_new_session=(os.name == "posix"))
-        try:
-            out, err = proc.communicate(timeout=max(0.0, timeout_s - (time.monotonic() - t0)))
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            proc.communicate()
-            return _fail(f"conversion timed out after {timeout_s:g} s and was stopped; "
-                         f"nothing was written", t0, task)
+        from .worker import run_json_worker
 
-        lines = [ln for ln in out.splitlines() if ln.strip().startswith("{")]
-        try:
-            data = json.loads(lines[-1]) if lines else None
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return _fail(f"the conversion worker crashed (exit code {proc.returncode}): "
-                         f"{_stderr_tail(err)}", t0, task)
+        data, problem = run_json_worker(cmd, timeout_s=max(0.0, timeout_s - (time.monotonic() - t0)),
+                                        env=_worker_env(), progress=progress)
+        if problem:
+            if "timed out" in problem:
+                problem = f"conversion timed out after {timeout_s:g} s and was stopped; nothing was written"
+            return _fail(problem, t0, task)
         if not data.get("converted"):
             return _fail(str(data.get("reason") or "conversion failed"), t0,
                          data.get("task") or task)
@@ -301,11 +265,5 @@ def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
             seconds=round(time.monotonic() - t0, 3), reason=data.get("reason"),
             parity_max_abs_diff=data.get("parity_max_abs_diff"),
             inputs=list(data.get("inputs") or []), outputs=list(data.get("outputs") or []))
-    except BaseException:
-        # Ctrl-C (KeyboardInterrupt) or anything unexpected: stop the child, then re-raise
-        # after the temporary directory is gone (finally).
-        if proc is not None:
-            _kill(proc)
-        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -36,3 +36,7 @@ class IntegrityError(AxonError):
 
 class CoreError(AxonError):
     """The MLOS core refused or could not be reached."""
+
+
+class ConversionFailed(AxonError):
+    """A model that only runs after conversion (torchvision weights, a SavedModel) could not be converted."""

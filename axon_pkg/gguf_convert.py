@@ -25,9 +25,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .convert import _kill, _read_config, _stderr_tail, _weights_problem, _worker_env, _version
+from .convert import _read_config, _weights_problem, _worker_env, _version
 from .errors import AxonError
 from .gguf_tools import Converter, ConverterUnavailable, converter
+from .worker import kill as _kill, stderr_tail as _stderr_tail
 
 __all__ = ["QUANTS", "DEFAULT_QUANT", "GgufConversion", "gguf_conversion_available", "is_decoder_llm",
            "normalize_quant", "convert_to_gguf", "quantize_gguf", "inspect_gguf", "ConversionFailed",
@@ -37,7 +38,7 @@ __all__ = ["QUANTS", "DEFAULT_QUANT", "GgufConversion", "gguf_conversion_availab
 CONVERTER_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 QUANTIZER_TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M", "Q2_K")
 QUANTS = tuple(CONVERTER_TYPES) + QUANTIZER_TYPES
-DEFAULT_QUANT = "Q4_K_M"   # the original Axon's default GGUF, as axon_pkg.hub picks among GGUF files
+DEFAULT_QUANT = "Q4_K_M"   # the original Axon's default GGUF, as axon_pkg.repos.huggingface picks among GGUF files
 TOOL = "llama.cpp convert_hf_to_gguf.py + llama_model_quantize"
 # named in the error for an unknown architecture (those of them the converter knows)
 _COMMON = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma3ForCausalLM",

@@ -1,6 +1,9 @@
-"""``axon-py install``: hub (or local directory) -> download -> convert -> verified package.
+"""``axon-py install``: repository (or local directory) -> download -> convert -> verified package.
 
-Each stage is timed separately (download, convert, package) and the result says so.
+One path for every repository: the namespace's adapter (:mod:`axon_pkg.repos`) resolves the ref
+to an immutable version and lists its files, selects and downloads them; then conversion (by
+the downloaded format), packaging and verification happen here, the same for all. Each stage is
+timed separately (download, convert, package) and the result says so.
 """
 from __future__ import annotations
 
@@ -10,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import hub
 from .errors import IntegrityError, SelectionError
 from .manifest import MANIFEST_NAME
 from .package import add_files, build_manifest, finish, io_schema, package_bytes
 from .refs import Ref, is_local, parse_ref
 from .repair import RebuildNeeded, repair
+from .repos import adapter_for
+from .repos.base import GGUF, ONNX, SAFETENSORS
 from .store import Cache, Installed
 
 FORMATS = ("auto", "onnx", "gguf", "native")
@@ -43,7 +47,8 @@ def _variant(fmt: str, selector: str | None, wanted_file: str | None) -> str:
 
 
 def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None, quiet: bool = False,
-            cache: Cache | None = None, progress: Progress = lambda s: None, quant: str | None = None) -> InstallResult:
+            cache: Cache | None = None, progress: Progress = lambda s: None, trust_repo: bool = False,
+            input_shape: str | None = None, quant: str | None = None) -> InstallResult:
     """``quant``: the GGUF type wanted (a GGUF file of the repo, or what SafeTensors are converted
     to); the same as the reference's selector (``hf/org/llm:Q8_0``)."""
     if fmt not in FORMATS:
@@ -58,9 +63,13 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
         if ref.selector and ref.selector.upper() != quant.upper():
             raise SelectionError(f"the reference asks for :{ref.selector} and --quant for {quant}: give one")
         ref = Ref(ref.namespace, ref.repo, ref.revision, quant.upper())
+    if ref.namespace == "pytorch" and not ref.repo.startswith("vision/") and not trust_repo:
+        raise SelectionError(f"{ref} runs the code of its hubconf.py; axon-py runs it only when asked",
+                             hint="read the repo, then pass --trust-repo (as torch.hub.load(trust_repo=True))")
+    repo = adapter_for(ref.namespace)
     start = time.perf_counter()
-    progress(f"resolving {ref} at {hub.endpoint()}")
-    resolved = hub.resolve(ref)
+    progress(f"resolving {ref} at {repo.endpoint()}")
+    resolved = repo.resolve(ref)
     variant = _variant(fmt, ref.selector, wanted_file)
     version = resolved.commit + (f"-{variant}" if variant else "")
     existing = cache.package_root(ref.namespace, ref.repo) / version
@@ -77,24 +86,33 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
                      + (f"; repaired {len(fixed)} file(s)" if fixed else ""))
             return InstallResult(cache.resolve(Ref(ref.namespace, ref.repo, version)), reused=True,
                                  repaired=fixed)
-    selection = hub.select_files(resolved.files, fmt, ref.selector, wanted_file)
+    selection = repo.select(resolved, fmt, ref.selector, wanted_file)
     progress(f"{ref.revision} -> commit {resolved.commit}; taking {selection.note} ({len(selection.files)} files)")
 
     t = time.perf_counter()
-    local = hub.download(ref, resolved, selection, cache.hub, quiet=quiet)
+    local = repo.download(ref, resolved, selection, cache.hub, quiet=quiet)
     timings = {"download_s": time.perf_counter() - t}
     expected = {f.path: f.sha256 for f in selection.files if f.sha256}
     source_bytes = sum(p.stat().st_size for p in local.values())
 
     def refetch(rel: str) -> Path:
+        if not hasattr(repo, "fetch"):   # adapters whose client checks each file itself (kagglehub, modelscope)
+            raise IntegrityError(f"{rel}: the downloaded copy does not match the sha256 {repo.NAME} announced",
+                                 hint="run the install again; axon-py cache clean drops the download cache")
         progress(f"{rel}: the downloaded copy does not match the hub's sha256; downloading it again")
-        local[rel] = hub.fetch(ref, resolved.commit, rel, cache.hub, again=True)
+        local[rel] = repo.fetch(ref, resolved.commit, rel, cache.hub, again=True)
         return local[rel]
 
     staging = cache.staging(ref.namespace, ref.repo)
     try:
-        files, exec_fmt, conversion, convert_s = _maybe_convert(ref, resolved, selection, local, fmt, cache, staging,
-                                                                progress, expected, refetch)
+        if selection.format in (SAFETENSORS, GGUF, ONNX):
+            files, exec_fmt, conversion, convert_s = _maybe_convert(ref, resolved, selection, local, fmt, cache,
+                                                                    staging, progress, expected, refetch)
+        else:
+            from .convert_frameworks import convert_framework
+
+            files, exec_fmt, conversion, convert_s = convert_framework(
+                ref, resolved, selection, local, staging / EXPORT_DIR, progress, input_shape=input_shape)
         timings["convert_s"] = convert_s
         t = time.perf_counter()
         entries = add_files(cache, staging, files, expected, refetch)
@@ -108,14 +126,16 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
         manifest = build_manifest(
             namespace=ref.namespace, name=ref.repo, version=ref.revision, fmt=exec_fmt, files=entries,
             execution_files=execution, io=io_schema(exec_fmt, model_file, tokenizer),
-            description=f"{ref.repo} from {hub.endpoint()} at {resolved.commit}",
+            description=f"{ref.repo} from {repo.endpoint()} at {resolved.commit}",
             license=resolved.info.get("license") or "", tags=resolved.info.get("tags") or [],
             extension={
-                "source": {"hub": "huggingface", "endpoint": hub.endpoint(), "repo": ref.repo,
-                           "requested_ref": ref.revision, "resolved_commit": resolved.commit,
-                           "selected": selection.note, "selector": ref.selector, "format_requested": fmt},
+                "source": {**resolved.source, "selected": selection.note, "selector": ref.selector,
+                           "format_requested": fmt},
                 "task": (conversion or {}).get("task") or resolved.info.get("pipeline_tag"),
-                "conversion": conversion,
+                "preprocessing": (conversion or {}).get("preprocessing"),
+                "signature": (conversion or {}).get("signature"),
+                "conversion": {k: v for k, v in (conversion or {}).items() if k not in ("preprocessing", "signature")}
+                or None,
                 "installed_at": _now(),
             },
         )
@@ -163,8 +183,8 @@ def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progres
     decoder LLM llama.cpp's converter knows) or to ONNX, unless the user keeps them (``-f native``);
     when conversion is impossible the package keeps SafeTensors and says why."""
     files = dict(local)
-    if selection.format != hub.SAFETENSORS or fmt == "native":
-        reason = "kept as downloaded (--format native)" if selection.format == hub.SAFETENSORS else None
+    if selection.format != SAFETENSORS or fmt == "native":
+        reason = "kept as downloaded (--format native)" if selection.format == SAFETENSORS else None
         return files, selection.format, ({"converted": False, "reason": reason} if reason else None), 0.0
     from .convert import conversion_available, convert_to_onnx
 
@@ -182,7 +202,7 @@ def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progres
     ok, why = conversion_available()
     if not ok:
         progress(f"not converting to ONNX: {why}")
-        return files, hub.SAFETENSORS, {"converted": False, "reason": why, "from_format": "safetensors"}, 0.0
+        return files, SAFETENSORS, {"converted": False, "reason": why, "from_format": "safetensors"}, 0.0
     progress("converting SafeTensors to ONNX with optimum")
     out = staging / EXPORT_DIR
     result = convert_to_onnx(snapshot, out)
@@ -191,10 +211,10 @@ def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progres
         progress(f"kept SafeTensors: {result.reason}")
         if fmt == "onnx":
             raise SelectionError(f"cannot convert {ref.repo} to ONNX: {result.reason}")
-        return files, hub.SAFETENSORS, info, result.seconds
+        return files, SAFETENSORS, info, result.seconds
     for rel in list(files):
         if rel.endswith(".safetensors") or rel.endswith(".safetensors.index.json"):
             del files[rel]  # the ONNX export replaces the weights
     for rel in result.files:
         files[rel] = out / rel
-    return files, hub.ONNX, info, result.seconds
+    return files, ONNX, info, result.seconds

@@ -4,11 +4,13 @@ This module is light on purpose: the core imports it to verify a package before 
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,19 @@ def validate_manifest(manifest: Any) -> None:
         raise ManifestError(f"manifest field {where}: {e.message}")
 
 
+def manifest_bytes(manifest: dict) -> bytes:
+    """The manifest as written: one serialisation, for the file and for archives."""
+    return yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True).encode("utf-8")
+
+
 def write_manifest(package_dir: Path, manifest: dict) -> Path:
     """Validate, then write through a temporary file, fsync and rename: never half a manifest."""
     validate_manifest(manifest)
     target = Path(package_dir) / MANIFEST_NAME
     fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=package_dir)
     try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(manifest, f, sort_keys=False, allow_unicode=True)
+        with os.fdopen(fd, "wb") as f:
+            f.write(manifest_bytes(manifest))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -78,9 +85,22 @@ def read_manifest(package_dir: Path, validate: bool = False) -> dict:
         raise ManifestError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: expected a mapping at the top level")
+    data = _plain(data)
     if validate:
         validate_manifest(data)
     return data
+
+
+def _plain(value: Any) -> Any:
+    """YAML reads an unquoted ``created: 2024-11-10T12:00:00Z`` (as the original Go Axon writes
+    it) as a datetime: keep it as the ISO text a manifest means."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
 
 
 def listed_files(manifest: dict) -> list[dict]:
@@ -109,27 +129,44 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_files(package_dir: Path, manifest: dict) -> int:
-    """Check the size and sha256 of every listed file; return how many were verified.
+@dataclass(frozen=True)
+class FileCheck:
+    """One listed file as found: its actual size and sha256, and whether the manifest recorded
+    them to compare against (the original Go Axon writes ``size: 0`` and ``sha256: ""``)."""
 
-    A listed file without a digest is refused: a package that cannot be verified is not a
-    verified package (the original Axon left ``files`` empty; packages made by it list none).
-    """
-    count = 0
+    path: str
+    size: int
+    sha256: str
+    size_recorded: bool
+    sha256_recorded: bool
+
+
+def check_files(package_dir: Path, manifest: dict) -> list[FileCheck]:
+    """Check the size and sha256 of every listed file against what the manifest records; an
+    empty ``sha256`` or a zero ``size`` means "not recorded": the file is hashed and reported,
+    not compared. Anything recorded that differs, or a file missing, is refused."""
+    checks = []
     for entry in listed_files(manifest):
         if not isinstance(entry, dict):
             raise ManifestError("spec.format.files entries must be mappings with path, size and sha256")
         path = safe_member(package_dir, entry.get("path"))
-        digest = entry.get("sha256")
-        if not is_valid_digest(digest):
+        digest = entry.get("sha256") or ""
+        if digest and not is_valid_digest(digest):
             raise ManifestError(f"spec.format.files[{entry.get('path')}].sha256 is not 64 lowercase hex characters")
         if not path.is_file() or path.is_symlink():
             raise ManifestError(f"{entry['path']}: listed in the manifest but missing from the package")
         size = entry.get("size")
-        if isinstance(size, int) and path.stat().st_size != size:
-            raise ManifestError(f"{entry['path']}: size {path.stat().st_size} differs from the manifest's {size}")
+        actual_size = path.stat().st_size
+        size_recorded = isinstance(size, int) and not isinstance(size, bool) and size > 0
+        if size_recorded and actual_size != size:
+            raise ManifestError(f"{entry['path']}: size {actual_size} differs from the manifest's {size}")
         actual = sha256_file(path)
-        if actual != digest:
+        if digest and actual != digest:
             raise ManifestError(f"{entry['path']}: sha256 {actual} does not match the manifest's {digest}")
-        count += 1
-    return count
+        checks.append(FileCheck(entry["path"], actual_size, actual, size_recorded, bool(digest)))
+    return checks
+
+
+def verify_files(package_dir: Path, manifest: dict) -> int:
+    """Check every listed file (``check_files``); return how many had a recorded sha256 that matched."""
+    return sum(c.sha256_recorded for c in check_files(package_dir, manifest))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import os
 import tarfile
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Callable, Any
 
 from . import __version__
 from .errors import IntegrityError
-from .manifest import API_VERSION, MANIFEST_NAME, sha256_file, verify_files, write_manifest
+from .manifest import (API_VERSION, MANIFEST_NAME, manifest_bytes, read_manifest, sha256_file, verify_files,
+                       write_manifest)
 from .store import Cache
 
 FRAMEWORK = {"onnx": "ONNX", "gguf": "GGUF", "safetensors": "Transformers"}
@@ -111,18 +113,29 @@ def finish(staging: Path, manifest: dict) -> None:
 
 
 def make_archive(package_dir: Path, out: Path) -> tuple[int, str]:
-    """A reproducible tar.gz of the package (sorted, zero mtimes and owners); returns (size, sha256)."""
+    """A reproducible tar.gz of the package: the same package gives the same bytes, whatever the
+    output name, the time, or earlier packs (sorted members, zero mtimes and owners, no name in
+    the gzip header, and the manifest without ``distribution.package``: the digest an earlier
+    pack recorded is about that archive, and an archive cannot hold its own). Returns (size, sha256)."""
     members = sorted(p for p in package_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.incomplete")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for p in members:
             rel = p.relative_to(package_dir).as_posix()
             info = tarfile.TarInfo(rel)
-            info.size = p.stat().st_size
             info.mode = 0o644
             info.mtime = 0
+            if rel == MANIFEST_NAME:
+                manifest = read_manifest(package_dir)
+                if isinstance(manifest.get("distribution"), dict):
+                    manifest["distribution"] = {**manifest["distribution"], "package": {}}
+                data = manifest_bytes(manifest)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.size = p.stat().st_size
             with open(p, "rb") as f:
                 tar.addfile(info, f)
     os.replace(tmp, out)

@@ -1,5 +1,7 @@
 """Model references: ``hf/org/model@latest``, ``hf/org/model@<branch|tag|commit>``,
-``hf/org/repo:Q4_K_M`` (a GGUF quantisation selector), or a local path."""
+``hf/org/repo:Q4_K_M`` (a GGUF quantisation selector), ``pytorch/vision/<model>@<weights>``,
+``pytorch/<owner>/<repo>:<entry>@<git ref>``, ``tfhub/<TF Hub or Kaggle handle>@<version>``,
+``modelscope/<org>/<model>@<revision>``, or a local path."""
 from __future__ import annotations
 
 import re
@@ -9,8 +11,13 @@ from pathlib import Path
 from .errors import RefError
 
 SUPPORTED = {"hf": "Hugging Face Hub (hf/org/model@revision)",
+             "pytorch": "PyTorch Hub (pytorch/vision/<model>@<weights>, pytorch/<owner>/<repo>:<entry>)",
+             "tfhub": "TensorFlow Hub handles on Kaggle Models (tfhub/<publisher>/<model path>/<version>)",
+             "modelscope": "ModelScope (modelscope/org/model@revision)",
              "local": "packages made from local files (axon-py install ./dir)"}
-PLANNED = {"pytorch": "PyTorch Hub", "tfhub": "TensorFlow Hub", "modelscope": "ModelScope"}
+# how many path parts a namespace's repo id has: TF Hub handles are deep
+# (google/imagenet/resnet_v2_50/classification/5), Kaggle handles have 4-5 parts
+_REPO_PARTS = {"tfhub": (2, 8)}
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$")
 _SELECTOR = re.compile(r"^[A-Za-z0-9._\-]+$")
@@ -58,11 +65,6 @@ def parse_ref(text: str) -> Ref:
             raise RefError(f"{text!r}: invalid file selector {selector!r} (e.g. :Q4_K_M)")
     parts = body.split("/")
     namespace = parts[0]
-    if namespace in PLANNED:
-        raise RefError(
-            f"namespace {namespace!r} ({PLANNED[namespace]}) is not supported yet; supported: "
-            + ", ".join(f"{k}/ ({v})" for k, v in SUPPORTED.items())
-        )
     if namespace not in SUPPORTED:
         raise RefError(
             f"{text!r}: unknown namespace {namespace!r}; supported: "
@@ -70,6 +72,14 @@ def parse_ref(text: str) -> Ref:
             + "; or give a local path (./dir, /abs/path)"
         )
     repo_parts = parts[1:]
-    if not 1 <= len(repo_parts) <= 2 or not all(_PART.match(p) for p in repo_parts):
-        raise RefError(f"{text!r}: expected {namespace}/org/model or {namespace}/model")
+    low, high = _REPO_PARTS.get(namespace, (1, 2))
+    if not low <= len(repo_parts) <= high or not all(_PART.match(p) for p in repo_parts):
+        shape = {"tfhub": "tfhub/<publisher>/<model path>[/<version>]"}.get(
+            namespace, f"{namespace}/org/model or {namespace}/model")
+        raise RefError(f"{text!r}: expected {shape}")
+    if namespace == "pytorch" and len(repo_parts) != 2:
+        raise RefError(f"{text!r}: expected pytorch/vision/<model> or pytorch/<owner>/<repo>:<entry>")
+    if namespace == "pytorch" and repo_parts[0] != "vision" and not selector:
+        raise RefError(f"{text!r}: a PyTorch Hub repo needs its entry point: pytorch/<owner>/<repo>:<entry>",
+                       hint="the entry points are the functions of the repo's hubconf.py")
     return Ref(namespace, "/".join(repo_parts), revision, selector)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from . import hub
+from .repos import huggingface as hub
 from .errors import IntegrityError
 from .manifest import listed_files, safe_member, sha256_file
 from .refs import Ref

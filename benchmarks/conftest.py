@@ -180,8 +180,10 @@ def launch_mlos(d: Path, server_args: list[str] = SERVER_ARGS, env: dict | None 
     nothing registered (shared by the core and the LLM benchmarks)."""
     (d / "data").mkdir(parents=True, exist_ok=True)
     (d / "models").mkdir(exist_ok=True)
+    grpc = [] if any(a.startswith("--grpc-port") for a in server_args) else ["--no-grpc"]
     cmd = [sys.executable, "-m", "mlos_core", "--port", "0", "--data-dir", str(d / "data"),
-           "--models-dir", str(d / "models"), "--no-ipc", "--log-level", "warning", *model_root_args(d), *server_args]
+           "--models-dir", str(d / "models"), "--no-ipc", "--log-level", "warning", *model_root_args(d), *grpc,
+           *server_args]
     return Server("mlos-core", cmd, d, ready="serving on", env=env, timeout=timeout)
 
 

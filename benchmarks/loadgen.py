@@ -172,10 +172,10 @@ async def _main(args) -> dict:
     run.stopping = True
     if run.in_flight:
         try:
-            await asyncio.wait_for(asyncio.shield(run.drained), timeout=10)
+            await asyncio.wait_for(asyncio.shield(run.drained), timeout=args.drain)
         except asyncio.TimeoutError:
             run.errors += run.in_flight
-            run.error_sample = run.error_sample or "requests still in flight 10 s after the run"
+            run.error_sample = run.error_sample or f"requests still in flight {args.drain:g} s after the run"
     for c in conns:
         if c.transport is not None:
             c.transport.close()
@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--drain", type=float, default=10.0,
+                   help="seconds the requests in flight at the end may take before they count as errors")
     args = p.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         p.error("loopback only")

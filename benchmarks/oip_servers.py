@@ -30,6 +30,7 @@ class Peer:
     server: Server
     model_path: str  # the URL path segment naming the model
     headers: dict = field(default_factory=dict)  # for the shared-memory calls (PyTriton's token)
+    grpc_port: int | None = None  # the Open Inference Protocol over gRPC, where served
 
     @property
     def port(self) -> int:
@@ -68,28 +69,42 @@ class Peer:
         self.server.stop()
 
 
+def start_null(d: Path) -> Peer:
+    """The null system: aiohttp and grpc.aio answering a fixed answer (benchmarks/peers/null_server.py)."""
+    server = Server("null", [sys.executable, "-m", "benchmarks.peers.null_server"], d, ready="serving on")
+    grpc_port = re.search(r"grpc=127\.0\.0\.1:(\d+)", server.log.read_text())
+    return Peer("null", server, "matmul", grpc_port=int(grpc_port.group(1)))
+
+
 def venv_python(name: str) -> Path | None:
     path = Path(os.environ.get(f"MLOS_BENCH_{name.upper()}_PYTHON", VENVS / name / "bin" / "python"))
     return path if path.exists() else None
 
 
-def start_mlos(model: Path, d: Path) -> Peer:
+def start_mlos(model: Path, d: Path, small: Path | None = None, grpc: bool = False) -> Peer:
     from .conftest import launch_mlos
 
-    server = launch_mlos(d, CORE_ARGS)
-    peer = Peer("mlos", server, "bench%2Fresnet50%401")
+    server = launch_mlos(d, CORE_ARGS + (["--grpc-port", "0"] if grpc else []))
+    found = re.search(r"grpc://127\.0\.0\.1:(\d+)", server.log.read_text()) if grpc else None
+    peer = Peer("mlos", server, "bench%2Fresnet50%401", grpc_port=int(found.group(1)) if found else None)
     server.register("bench/resnet50@1", model)
+    if small is not None:
+        server.register("bench/matmul@1", small)
     return peer
 
 
-def start_triton(model: Path, d: Path) -> Peer | str:
+def start_triton(model: Path, d: Path, small: Path | None = None) -> Peer | str:
     python = venv_python("pytriton")
     if python is None:
         return "no PyTriton venv (make bench-oip creates it)"
     script = ROOT / "benchmarks" / "peers" / "pytriton_launch.py"
-    server = Server("triton", [str(python), str(script), str(model)], d, ready="serving on")
-    token = re.search(r"token=(\S+)", server.log.read_text()).group(1)
-    return Peer("triton", server, MODEL, {"triton-access-token": token})
+    server = Server("triton", [str(python), str(script), str(model), *([str(small)] if small else [])], d,
+                    ready="serving on")
+    log = server.log.read_text()
+    token = re.search(r"token=(\S+)", log).group(1)
+    grpc_port = re.search(r"grpc=127\.0\.0\.1:(\d+)", log)
+    return Peer("triton", server, MODEL, {"triton-access-token": token},
+                grpc_port=int(grpc_port.group(1)) if grpc_port else None)
 
 
 def start_mlserver(model: Path, d: Path) -> Peer | str:

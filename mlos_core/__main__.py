@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import __version__
 from .config import ConfigError, load_settings
+from .errors import MLOSError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="mlos-core.yaml (also MLOS_CONFIG)")
     p.add_argument("--no-http", dest="http_enabled", action="store_const", const=False, help="do not serve TCP")
     p.add_argument("--no-ipc", dest="ipc_enabled", action="store_const", const=False, help="do not serve the Unix socket")
-    p.add_argument("--no-grpc", action="store_true", help="accepted for compatibility; this core has no gRPC")
+    p.add_argument("--grpc-port", type=int, help="gRPC port of the Open Inference Protocol (default 8001; 0 picks a free one)")
+    p.add_argument("--no-grpc", dest="grpc_enabled", action="store_const", const=False, help="do not serve gRPC")
     p.add_argument("--data-dir", help="registry and unpacked packages (default ~/.mlos)")
     p.add_argument("--models-dir", help="model repository scanned at start (default /var/lib/mlos/models)")
     p.add_argument("--load-on-start", choices=("lazy", "eager"), help="load registered models at start or on first use")
@@ -37,8 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-client-shm", nargs="?", const="true", choices=("auto", "true", "false"),
                    help="let clients register system shared memory (default auto: only while bound to loopback)")
     p.add_argument("--max-request-mb", type=float, help="request body limit; larger bodies get 413")
+    p.add_argument("--ray-address", help="serve on a Ray cluster: 'auto' or the head's HOST:PORT "
+                   "(pip install .[ray]; docs/scaling-out.md)")
+    p.add_argument("--register", action="append", type=_model_at, metavar="ID=PATH", default=[],
+                   help="register (and load) this model at start; the server exits if it cannot "
+                        "(repeatable; how a KServe ServingRuntime names /mnt/models: docs/kserve.md)")
     p.add_argument("--demo", action="store_const", const=True,
-                   help="register the three demo models (Silero VAD, all-MiniLM-L6-v2, Gemma 3 270M) at start")
+                   help="register the three demo models at start: Silero VAD (ONNX), all-MiniLM-L6-v2 (SafeTensors, "
+                        "converted to ONNX once) and Gemma 3 270M (GGUF)")
     sec = p.add_argument_group("access control (see docs/security.md)")
     sec.add_argument("--api-key", dest="api_keys", action="append", metavar="KEY",
                      help="a key clients must send (Authorization: Bearer KEY); repeatable; also MLOS_API_KEY")
@@ -71,33 +79,49 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(settings) -> None:
+def _model_at(value: str) -> tuple[str, str]:
+    model_id, sep, path = value.partition("=")
+    if not sep or not model_id or not path:
+        raise argparse.ArgumentTypeError(f"expected ID=PATH (e.g. my-model=/mnt/models), not {value!r}")
+    return model_id, path
+
+
+async def _serve(settings, register: list[tuple[str, str]]) -> None:
     from .demo import register_demo
-    from .http.app import create_app
+    from .http.app import FRONT_DOORS, create_app
     from .http.site import CappedTCPSite, quiet_protocol_errors
+    from .registry import RegisterSpec
+
+    async def on_started(plane) -> None:
+        for model_id, path in register:  # an error here stops the server: it names the model
+            await plane.register(RegisterSpec(model_id, path))
+        if settings.demo:
+            await register_demo(plane)
 
     quiet_protocol_errors()
-    app = create_app(settings, on_started=register_demo if settings.demo else None)
+    app = create_app(settings, on_started=on_started)
     # keepalive_timeout also closes a connection that never completes its first request
     # (aiohttp arms it when the connection opens): the idle and half-sent bound
     runner = web.AppRunner(app, access_log=None, handle_signals=True, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
-    where = []
-    if settings.http_enabled:
-        site = CappedTCPSite(runner, settings.host, settings.port, max_connections=settings.max_connections)
-        await site.start()
-        where.append(f"http://{settings.host}:{site.port}")
-    if settings.ipc_enabled:
-        settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
-        if settings.ipc_path.is_socket():
-            settings.ipc_path.unlink()
-        await web.UnixSite(runner, str(settings.ipc_path)).start()
-        os.chmod(settings.ipc_path, 0o600)
-        where.append(f"unix:{settings.ipc_path}")
-    if not where:
-        raise ConfigError("both --no-http and --no-ipc given: nothing to serve on")
-    print(f"mlos-core {__version__} serving on {', '.join(where)}", flush=True)
-    try:
+    try:  # whatever fails from here on, the models, the gRPC server and the registry are closed
+        where = []
+        if settings.http_enabled:
+            site = CappedTCPSite(runner, settings.host, settings.port, max_connections=settings.max_connections)
+            await site.start()
+            where.append(f"http://{settings.host}:{site.port}")
+        if app[FRONT_DOORS].grpc is not None:
+            where.append(f"grpc://{settings.host}:{app[FRONT_DOORS].grpc.port}")
+        if settings.ipc_enabled:
+            settings.ipc_path.parent.mkdir(parents=True, exist_ok=True)
+            if settings.ipc_path.is_socket():
+                settings.ipc_path.unlink()
+            await web.UnixSite(runner, str(settings.ipc_path)).start()
+            os.chmod(settings.ipc_path, 0o600)
+            where.append(f"unix:{settings.ipc_path}")
+        if not where:
+            raise ConfigError("--no-http, --no-grpc and --no-ipc given: nothing to serve on")
+        print(f"mlos-core {__version__} serving on {', '.join(where)}", flush=True)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -105,7 +129,7 @@ async def _serve(settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "no_grpc") and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("config", "register") and v is not None}
     try:
         settings = load_settings(args.config, overrides)
     except ConfigError as e:
@@ -119,10 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, args.register))
     except ConfigError as e:
         print(f"mlos-core: {e}", file=sys.stderr)
         return 2
+    except MLOSError as e:
+        print(f"mlos-core: cannot start: {e.message}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"mlos-core: cannot serve: {e}", file=sys.stderr)
         return 1

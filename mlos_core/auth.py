@@ -69,7 +69,7 @@ class ApiKeys:
         open_paths = (HEALTH_PATHS if settings.public_health else frozenset()) | (
             METRICS_PATHS if settings.public_metrics else frozenset())
         found = cls(keys, settings.api_key_header, open_paths)
-        if not found.enabled and settings.http_enabled and not is_loopback(settings.host) \
+        if not found.enabled and (settings.http_enabled or settings.grpc_enabled) and not is_loopback(settings.host) \
                 and not settings.allow_unauthenticated:
             raise ConfigError(
                 f"refusing to serve {settings.host} without an API key: anyone who reaches the port could "

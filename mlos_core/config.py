@@ -6,6 +6,7 @@ command line (``mlos_core.__main__``) passes what the user gave explicitly.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     http_enabled: bool = True
+    grpc_enabled: bool = True  # the Open Inference Protocol over gRPC, on the same host
+    grpc_port: int = 8001
     ipc_enabled: bool = True
     socket_path: str = ""  # empty: <data_dir>/mlos.sock
     data_dir: str = "~/.mlos"
@@ -62,6 +65,21 @@ class Settings:
     drain_timeout: float = 5.0  # seconds DELETE waits for a model's running requests before cancelling
     json_inline_max_mb: float = 1.0  # JSON bodies up to this are parsed on the event loop, larger ones apart
     reset_registry: bool = False  # move an unreadable registry aside and start empty
+    # Serving on a Ray cluster (mlos_core.cluster; docs/scaling-out.md): empty serves from this process
+    ray_address: str = ""  # "auto", or the head's HOST:PORT
+    ray_namespace: str = "mlos"
+    cluster_store_dir: str = "~/.mlos/cluster"  # on the head node: registrations and package blobs
+    cluster_node_dir: str = "~/.mlos/node"  # on each node: its packages (MLOS_NODE_DIR, read on the node)
+    cluster_min_replicas: int = 1  # autoscaling bounds of the shared deployment; per model: register options
+    cluster_max_replicas: int = 2
+    cluster_target_ongoing_requests: float = 2.0
+    cluster_upscale_delay_s: float = 30.0
+    cluster_downscale_delay_s: float = 600.0
+    cluster_look_back_period_s: float = 30.0  # the window ongoing requests are averaged over
+    cluster_max_ongoing_requests: int = 16  # per replica, before the router holds requests back
+    cluster_models_per_replica: int = 4  # the multiplexing LRU
+    cluster_replica_cpus: float = 1.0
+    cluster_replica_resources: str = ""  # JSON object of custom Ray resources a replica needs
 
     @property
     def data_path(self) -> Path:
@@ -84,6 +102,8 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "host": ("api.http.host", "MLOS_HOST"),
     "port": ("api.http.port", "MLOS_HTTP_PORT"),
     "http_enabled": ("api.http.enabled", "MLOS_HTTP_ENABLED"),
+    "grpc_enabled": ("api.grpc.enabled", "MLOS_GRPC_ENABLED"),
+    "grpc_port": ("api.grpc.port", "MLOS_GRPC_PORT"),
     "ipc_enabled": ("api.ipc.enabled", "MLOS_IPC_ENABLED"),
     "socket_path": ("api.ipc.socket_path", "MLOS_SOCKET"),
     "max_request_mb": ("api.http.max_request_mb", "MLOS_MAX_REQUEST_MB"),
@@ -120,6 +140,20 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "drain_timeout": ("limits.drain_timeout", "MLOS_DRAIN_TIMEOUT"),
     "json_inline_max_mb": ("limits.json_inline_max_mb", "MLOS_JSON_INLINE_MAX_MB"),
     "reset_registry": ("storage.reset_registry", "MLOS_RESET_REGISTRY"),
+    "ray_address": ("cluster.ray_address", "MLOS_RAY_ADDRESS"),
+    "ray_namespace": ("cluster.namespace", "MLOS_RAY_NAMESPACE"),
+    "cluster_store_dir": ("cluster.store_dir", "MLOS_CLUSTER_STORE_DIR"),
+    "cluster_node_dir": ("cluster.node_dir", "MLOS_NODE_DIR"),
+    "cluster_min_replicas": ("cluster.min_replicas", "MLOS_CLUSTER_MIN_REPLICAS"),
+    "cluster_max_replicas": ("cluster.max_replicas", "MLOS_CLUSTER_MAX_REPLICAS"),
+    "cluster_target_ongoing_requests": ("cluster.target_ongoing_requests", "MLOS_CLUSTER_TARGET_ONGOING_REQUESTS"),
+    "cluster_upscale_delay_s": ("cluster.upscale_delay_s", "MLOS_CLUSTER_UPSCALE_DELAY_S"),
+    "cluster_downscale_delay_s": ("cluster.downscale_delay_s", "MLOS_CLUSTER_DOWNSCALE_DELAY_S"),
+    "cluster_look_back_period_s": ("cluster.look_back_period_s", "MLOS_CLUSTER_LOOK_BACK_PERIOD_S"),
+    "cluster_max_ongoing_requests": ("cluster.max_ongoing_requests", "MLOS_CLUSTER_MAX_ONGOING_REQUESTS"),
+    "cluster_models_per_replica": ("cluster.models_per_replica", "MLOS_CLUSTER_MODELS_PER_REPLICA"),
+    "cluster_replica_cpus": ("cluster.replica_cpus", "MLOS_CLUSTER_REPLICA_CPUS"),
+    "cluster_replica_resources": ("cluster.replica_resources", "MLOS_CLUSTER_REPLICA_RESOURCES"),
 }
 CONFIG_ENV = "MLOS_CONFIG"
 
@@ -163,8 +197,9 @@ def _dig(doc: Mapping, dotted: str) -> Any:
 
 
 def _validate(s: Settings) -> Settings:
-    if not 0 <= s.port <= 65535:
-        raise ConfigError(f"port {s.port} is outside 0-65535")
+    for name in ("port", "grpc_port"):
+        if not 0 <= getattr(s, name) <= 65535:
+            raise ConfigError(f"{name} {getattr(s, name)} is outside 0-65535")
     if s.load_on_start not in ("lazy", "eager"):
         raise ConfigError(f"models.load_on_start must be lazy or eager, not {s.load_on_start!r}")
     for name in ("max_queue", "max_batch_size"):
@@ -195,7 +230,31 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError("drain_timeout must be >= 0 seconds")
     if not s.api_key_header.strip() or not s.api_key_header.replace("-", "").isalnum():
         raise ConfigError(f"api_key_header {s.api_key_header!r} is not an HTTP header name")
+    _validate_cluster(s)
     return s
+
+
+def _validate_cluster(s: Settings) -> None:
+    if not 0 <= s.cluster_min_replicas <= s.cluster_max_replicas or s.cluster_max_replicas < 1:
+        raise ConfigError("cluster replicas: need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+    if s.cluster_target_ongoing_requests <= 0 or s.cluster_max_ongoing_requests < 1:
+        raise ConfigError("cluster: target_ongoing_requests must be > 0 and max_ongoing_requests >= 1")
+    if s.cluster_upscale_delay_s < 0 or s.cluster_downscale_delay_s < 0 or s.cluster_replica_cpus < 0:
+        raise ConfigError("cluster: delays and replica_cpus must be >= 0")
+    if s.cluster_look_back_period_s <= 0:
+        raise ConfigError("cluster: look_back_period_s must be > 0")
+    if s.cluster_models_per_replica < 1:
+        raise ConfigError("cluster: models_per_replica must be at least 1")
+    if s.cluster_replica_resources:
+        try:
+            resources = json.loads(s.cluster_replica_resources)
+        except ValueError:
+            resources = None
+        if not isinstance(resources, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                for k, v in resources.items()):
+            raise ConfigError('cluster.replica_resources must be a JSON object of resource amounts, '
+                              'e.g. {"worker": 0.5}')
 
 
 def load_settings(

@@ -6,19 +6,22 @@ statistics that ``/stats`` and ``/metrics`` report.
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
+import functools
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 import numpy as np
 
 from . import __version__
-from .errors import BadRequest, InvalidTensor, MLOSError, ModelNotFound
+from .errors import BadRequest, InferenceFailed, InvalidTensor, MLOSError, ModelNotFound
+from .execution import Generate
 from .metrics import Metrics
 from .model_roots import ModelRoots
-from .registry import ModelEntry, Registry, RegisterSpec, validate_model_id
-from .smi import GenerationChunk, Model, ModelMetadata, TaskUnsupported
+from .registry import ModelEntry, Registry, RegisterSpec, split_id, validate_model_id
+from .scheduler import Execution
+from .smi import GenerationChunk, Model, ModelMetadata
 from .tensors import validate_inputs
 
 Decoder = Callable[[ModelMetadata], Mapping[str, np.ndarray]]
@@ -35,7 +38,7 @@ class InferResult:
 
     @property
     def version(self) -> str:
-        return self.model_id.rsplit("@", 1)[1] if "@" in self.model_id else "1"
+        return split_id(self.model_id)[1]
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,15 @@ def graph_id(model_id: str, graph: str | None) -> str:
     return f"{base}/{graph}{at}{version}"
 
 
+def _graphs(model) -> dict[str, Model]:
+    graphs = getattr(model, "graphs", None)   # a cluster's stand-in for a remote model has none
+    return graphs() if graphs else {}
+
+
 def _graph(entry, graph: str | None) -> Model:
     """The model a tensor request runs on: the whole model, or the named graph of a model made of
     several; tensors for a model of several graphs must name one."""
-    graphs = entry.model.graphs()
+    graphs = _graphs(entry.model)
     if graph is None:
         if graphs:
             raise BadRequest(f"model {entry.id} is made of several graphs: send tensors to one of "
@@ -71,34 +79,31 @@ def _graph(entry, graph: str | None) -> Model:
     return graphs[graph]
 
 
-def _servable(entry) -> None:
-    reason = entry.model.metadata.properties.get("unservable")
-    if reason:
-        raise BadRequest(f"model {entry.id}: {reason}", model_id=entry.id)
+def _split_graph(name: str, missing: ModelNotFound) -> tuple[str, str]:
+    """``org/model/encoder@v`` -> (``org/model@v``, ``encoder``); ``missing`` when it has no parent part."""
+    base, at, ver = name.rpartition("@") if "@" in name else (name, "", "")
+    parent, _, graph = base.rpartition("/")
+    if not parent or not graph:
+        raise missing
+    return parent + at + ver, graph
 
 
-def _guard(entry, fn: Callable[[], Any]) -> Callable[[], Any]:
-    """A task the model does not serve is the client's mistake: 400, naming what it serves."""
-
-    def run():
-        try:
-            return fn()
-        except TaskUnsupported as e:
-            served = ", ".join(sorted(entry.model.tasks)) or "raw tensors only"
-            raise BadRequest(f"model {entry.id} does not do {e}; it serves: {served}", model_id=entry.id) from None
-
-    return run
+def _infer_graph(graph: str, inputs, outputs, model: Model):
+    """A runner's call (a function of the model, so that it can cross to a replica): one graph's
+    inference, in the model's queue, never batched."""
+    return _graphs(model)[graph].infer(inputs, outputs)
 
 
-def _check_rows(entry, inputs: Mapping[str, np.ndarray]) -> None:
-    """A batching model takes at most ``max_batch_size`` rows a request, as Triton enforces it."""
-    sched = entry.scheduler
-    if sched is None or not sched.batching:
-        return
-    for name, arr in inputs.items():
-        if arr.ndim and arr.shape[0] > sched.max_rows:
-            raise InvalidTensor(f"inference request batch-size must be <= {sched.max_rows} for '{entry.id}': input "
-                                f"{name!r} has {arr.shape[0]} rows (the model's max_batch_size)", model_id=entry.id)
+def _check_outputs(outputs: Sequence[str], meta: ModelMetadata) -> None:
+    unavailable = {u["name"]: u["reason"] for u in meta.properties.get("unavailable_outputs", ())}
+    for name in outputs:
+        if name in unavailable:
+            raise InvalidTensor(f"output {name!r} is not available: {unavailable[name]}; the model's outputs are "
+                                + ", ".join(repr(t.name) for t in meta.outputs))
+    unknown = [o for o in outputs if meta.output(o) is None]
+    if unknown:
+        raise InvalidTensor(f"unknown output {', '.join(map(repr, unknown))}; the model's outputs are "
+                            + ", ".join(repr(t.name) for t in meta.outputs))
 
 
 class DataPlane:
@@ -110,6 +115,7 @@ class DataPlane:
         self._total_us = 0
         self.by_api: dict[str, int] = {}
         self.zerocopy = None  # the local zero-copy server, when it runs (mlos_core.zerocopy)
+        self.cluster = None  # the Ray cluster front door, with --ray-address (mlos_core.cluster)
         self.roots = ModelRoots.from_settings(registry.settings)
 
     async def infer(
@@ -126,25 +132,22 @@ class DataPlane:
         start = self._begin(api)
         model_id = ""
         try:
-            name, version, graph = self._target(name, version)
-            model_id = self.registry.lookup(name, version).id
+            name, version, graph = await self._target(name, version)
+            model_id = (await self.registry.find(name, version)).id
             async with self.registry.use(name, version) as entry:
-                model = _graph(entry, graph)
-                meta = model.metadata
+                meta = _graph(entry, graph).metadata
                 inputs = decode(meta)
                 validate_inputs(inputs, meta)
-                _check_rows(entry, inputs)
                 if outputs:
-                    unknown = [o for o in outputs if meta.output(o) is None]
-                    if unknown:
-                        raise InvalidTensor(
-                            f"unknown output {', '.join(map(repr, unknown))}; the model's outputs are "
-                            + ", ".join(repr(t.name) for t in meta.outputs)
-                        )
-                if graph is None:
-                    ex = await entry.scheduler.submit(inputs, outputs, priority, timeout_s)
-                else:  # one graph of several: in the model's queue, never batched
-                    ex = await entry.scheduler.submit_call(lambda: model.infer(inputs, outputs), priority, timeout_s)
+                    _check_outputs(outputs, meta)
+                try:
+                    if graph is None:
+                        ex = await entry.runner.infer(inputs, outputs, priority, timeout_s)
+                    else:
+                        ex = await entry.runner.call(functools.partial(_infer_graph, graph, inputs, outputs),
+                                                     priority)
+                except InferenceFailed as e:  # the runtime's sentence, naming the model it is about
+                    raise InferenceFailed(f"model {entry.id}: {e.message}", model_id=entry.id, detail=e.detail) from None
         except MLOSError as e:
             self._failed(model_id, e, start)
             raise
@@ -152,22 +155,32 @@ class DataPlane:
         return InferResult(graph_id(model_id, graph), ex.outputs, done.queue_us, done.compute_us, done.total_us,
                            ex.batch_size)
 
-    def _target(self, name: str, version: str | None) -> tuple[str, str | None, str | None]:
+    async def _target(self, name: str, version: str | None) -> tuple[str, str | None, str | None]:
         """(model name, version, graph): a name that is no registered model, but a registered one
         followed by ``/<graph>`` (``hf/t5-small/encoder@latest``), names one graph of that model."""
         try:
-            self.registry.lookup(name, version)
+            await self.registry.find(name, version)
             return name, version, None
         except ModelNotFound as missing:
-            base, at, ver = name.rpartition("@") if "@" in name else (name, "", "")
-            parent, _, graph = base.rpartition("/")
-            if not parent or not graph:
-                raise
+            parent, graph = _split_graph(name, missing)
             try:
-                self.registry.lookup(parent + at + ver, version)
+                await self.registry.find(parent, version)
             except ModelNotFound:
                 raise missing from None
-            return parent + at + ver, version, graph
+            return parent, version, graph
+
+    def graph_of(self, name: str, version: str | None = None) -> tuple[ModelEntry, str] | None:
+        """(the model, the graph's name) when ``name`` is no registered model but one graph of a
+        registered model made of several (among the models this server knows already)."""
+        try:
+            self.registry.lookup(name, version)
+            return None
+        except ModelNotFound as missing:
+            try:
+                parent, graph = _split_graph(name, missing)
+                return self.registry.lookup(parent, version), graph
+            except ModelNotFound:
+                return None
 
     # ---- task level ---------------------------------------------------------------------------
     async def run_task(self, name: str, call: Callable[..., Any], *, api: str, priority: int = 0,
@@ -179,63 +192,31 @@ class DataPlane:
         start = self._begin(api)
         model_id = ""
         try:
-            model_id = self.registry.lookup(name).id
+            model_id = (await self.registry.find(name)).id
             async with self.registry.use(name) as entry:
-                _servable(entry)
-                cancel = entry.cancel
-                fn = ((lambda: call(entry.model, lambda: cancel.is_set() or disconnected())) if cancellable
-                      else (lambda: call(entry.model)))
-                ex = await entry.scheduler.submit_call(_guard(entry, fn), priority)
+                ex = await entry.runner.call(call, priority, cancellable, disconnected)
         except MLOSError as e:
             self._failed(model_id, e)
             raise
         return self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
 
-    async def stream_task(self, name: str, generate: Callable[[Model, Callable[[], bool]], Iterator[GenerationChunk]],
-                          *, api: str, disconnected: Callable[[], bool] = lambda: False,
+    async def stream_task(self, name: str, generate: Generate, *, api: str,
+                          disconnected: Callable[[], bool] = lambda: False,
                           priority: int = 0) -> AsyncIterator[GenerationChunk]:
-        """Stream a generation: the model's worker thread produces chunks, this yields them as
-        they come. Leaving early (the client went away) stops the generation at its next token."""
+        """Stream a generation as the model's runner produces it. Leaving early (the client went
+        away) stops the generation at its next token; the model stays held until it has."""
         start = self._begin(api)
         model_id = ""
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-        end = object()
-
-        def cancelled() -> bool:
-            return stop.is_set() or disconnected() or entry.cancel.is_set()
-
-        def job():
-            try:
-                for chunk in generate(entry.model, cancelled):
-                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
-            finally:
-                loop.call_soon_threadsafe(chunks.put_nowait, end)
-
+        ex = None
         try:
-            model_id = self.registry.lookup(name).id
+            model_id = (await self.registry.find(name)).id
             async with self.registry.use(name) as entry:
-                _servable(entry)
-                run = asyncio.ensure_future(entry.scheduler.submit_call(_guard(entry, job), priority))
-                try:
-                    while True:
-                        getter = asyncio.ensure_future(chunks.get())
-                        await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
-                        if not getter.done():
-                            getter.cancel()
-                            ex = run.result()  # the call ended without running the job: raise its error
-                            break
-                        item = getter.result()
-                        if item is end:
-                            ex = await run
-                            break
-                        yield item
-                finally:
-                    stop.set()
-                    if not run.done():
-                        # hold the model until the worker noticed: it is never unloaded mid-generation
-                        await asyncio.shield(asyncio.wait({run}))
+                async with contextlib.aclosing(entry.runner.stream(generate, priority, disconnected)) as items:
+                    async for item in items:
+                        if isinstance(item, Execution):
+                            ex = item
+                        else:
+                            yield item
         except MLOSError as e:
             self._failed(model_id, e)
             raise
@@ -259,9 +240,18 @@ class DataPlane:
         self.metrics.record_success(model_id, total_ns, queue_ns, compute_ns)
         return TaskResult(model_id, value, queue_ns // 1000, compute_ns // 1000, total_ns // 1000)
 
+    def readiness(self) -> dict:
+        """The Open Inference Protocol's readiness: the registry runs and no model is loading.
+        ``reason`` is set when the server cannot serve at all: a cluster replica's health check
+        fails on it, while a model that is loading only delays readiness."""
+        if not self.registry.running:
+            return {"ready": False, "reason": "the model registry is not running"}
+        loading = [e.id for e in self.registry.entries() if e.state.value == "loading"]
+        return {"ready": not loading, **({"loading": loading} if loading else {})}
+
     async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata, str]:
         """The entry, the metadata and the public id of a model, or of one of its graphs."""
-        name, version, graph = self._target(name, version)
+        name, version, graph = await self._target(name, version)
         async with self.registry.use(name, version) as entry:
             return entry, _graph(entry, graph).metadata, graph_id(entry.id, graph)
 
@@ -270,11 +260,13 @@ class DataPlane:
         (counted as a failed request of ``api``, as it would be after parsing)."""
         model_id = ""
         try:
-            name, version, _ = self._target(name, version)   # a graph is admitted by its model's queue
-            entry = self.registry.lookup(name, version)
+            graph = self.graph_of(name, version)   # a graph is admitted by its model's queue
+            entry = graph[0] if graph else self.registry.lookup(name, version)
             model_id = entry.id
             self.registry.check_queue(entry)
         except MLOSError as e:
+            if isinstance(e, ModelNotFound) and self.registry.shared_store:
+                return  # maybe registered through another front door: the request's own lookup tells
             self._begin(api)
             self._failed(model_id, e)
             raise
@@ -305,9 +297,9 @@ class DataPlane:
                 "id": e.id,
                 "state": e.state.value,
                 "pending": e.pending,
-                "queued": e.scheduler.queued if e.scheduler else 0,
-                "running": e.scheduler.running if e.scheduler else 0,
-                "batching": bool(e.scheduler and e.scheduler.batching),
+                "queued": e.runner.queued if e.runner else 0,
+                "running": e.runner.running if e.runner else 0,
+                "batching": bool(e.runner and e.runner.batching),
                 "memory_bytes": e.memory_bytes,
                 "idle_seconds": round(now - e.last_used, 3),
                 "keep_alive": e.option("keep_alive", self.registry.settings),

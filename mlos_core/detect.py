@@ -27,6 +27,10 @@ _MODELPROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20:
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
+class DamagedModel(UnprocessableModel):
+    """A file that starts as a model of a known format and breaks off or lacks its model."""
+
+
 @dataclass(frozen=True)
 class Detected:
     format: str
@@ -46,29 +50,48 @@ def _read_varint(f) -> int | None:
     return None
 
 
-def _looks_like_onnx(path: Path, size: int) -> bool:
+_FIELD_NAMES = {1: "ir_version", 2: "producer_name", 3: "producer_version", 4: "domain", 5: "model_version",
+                6: "doc_string", 7: "graph", 8: "opset_import", 14: "metadata_props", 20: "training_info",
+                25: "functions", 26: "configuration"}
+
+
+def _scan_onnx(path: Path, size: int) -> tuple[bool, str | None]:
+    """Whether the file is an ONNX ModelProto, and, when it starts as one but breaks off, what is
+    missing (a truncated download must not be reported as "not a model")."""
     seen_graph = False
+    fields = 0
+
+    def cut(number: int, start: int, need: int) -> tuple[bool, str | None]:
+        # only a file that already read as a ModelProto (two fields, or its version then the graph)
+        if fields >= 2 or (fields == 1 and number == 7):
+            what = f"field {number} ({_FIELD_NAMES.get(number, '?')}) at byte {start}"
+            return False, (f"truncated ONNX model: {what} needs the file to be at least {need} bytes, it is "
+                           f"{size} ({need - size} bytes missing; an interrupted download or copy?)")
+        return False, None
+
     with open(path, "rb") as f:
-        fields = 0
         while f.tell() < size:
+            start = f.tell()
             key = _read_varint(f)
             if key is None:
-                return False
+                return cut(0, start, size + 1)
             number, wire = key >> 3, key & 7
             if _MODELPROTO_FIELDS.get(number) != wire:
-                return False
+                return False, None
             value = _read_varint(f)
             if value is None:
-                return False
+                return cut(number, start, size + 1)
             if wire == 2:
                 if f.tell() + value > size:
-                    return False
+                    return cut(number, start, f.tell() + value)
                 f.seek(value, 1)
             seen_graph |= number == 7
             fields += 1
             if fields > 100_000:
-                return False
-    return seen_graph
+                return False, None
+    if not seen_graph and fields >= 2:
+        return False, "an ONNX ModelProto without a graph (field 7): the file holds no model"
+    return seen_graph, None
 
 
 def _looks_like_safetensors(path: Path, size: int) -> bool:
@@ -117,22 +140,30 @@ def detect_file(path: Path) -> str:
         return GGUF
     if _looks_like_safetensors(path, size):
         return SAFETENSORS
-    if _looks_like_onnx(path, size):
+    onnx, damage = _scan_onnx(path, size)
+    if onnx:
         return ONNX
+    if damage:
+        raise DamagedModel(f"{path}: {damage}")
     raise UnprocessableModel(_describe_unknown(path, size))
 
 
-def _candidates(directory: Path) -> dict[str, list[Path]]:
+def _candidates(directory: Path) -> tuple[dict[str, list[Path]], list[str]]:
+    """The model files of a directory by format, and what was wrong with damaged ones."""
     found: dict[str, list[Path]] = {}
+    damaged: list[str] = []
     for p in sorted(directory.iterdir()):
         if not p.is_file() or p.is_symlink() or p.name.startswith("."):
             continue
         try:
             fmt = detect_file(p)
+        except DamagedModel as e:
+            damaged.append(e.message)
+            continue
         except UnprocessableModel:
             continue
         found.setdefault(fmt, []).append(p)
-    return found
+    return found, damaged
 
 
 def _is_seq2seq_export(files: list[Path]) -> bool:
@@ -149,7 +180,9 @@ def detect(path: Path, preferred: str | None = None) -> Detected:
         return Detected(detect_file(path), path)
     if not path.is_dir():
         raise UnprocessableModel(f"{path}: not a regular file or a directory")
-    found = _candidates(path)
+    found, damaged = _candidates(path)
+    if not found and damaged:
+        raise UnprocessableModel(damaged[0])
     if not found and (path / "onnx").is_dir() and not (path / "onnx").is_symlink():
         return detect(path / "onnx", preferred)   # an export under onnx/ (transformers.js repos)
     if not found:

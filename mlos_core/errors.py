@@ -11,11 +11,15 @@ class MLOSError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, model_id: str | None = None, retry_after: float | None = None):
+    def __init__(self, message: str, *, model_id: str | None = None, retry_after: float | None = None,
+                 detail: str | None = None):
         super().__init__(message)
         self.message = message
         self.model_id = model_id
         self.retry_after = retry_after
+        # a runtime's own words (onnxruntime, llama.cpp), kept verbatim beside the message that says
+        # what they mean for this request
+        self.detail = detail
 
 
 class BadRequest(MLOSError):
@@ -39,6 +43,23 @@ class Forbidden(MLOSError):
 class ModelNotFound(MLOSError):
     status = 404
     code = "model_not_found"
+
+    def __init__(self, message: str, *, name: str | None = None, version: str | None = None, **kw):
+        super().__init__(message, **kw)
+        # what the client asked for, so that each protocol can word the answer its clients expect
+        self.name = name
+        self.version = version
+
+
+class MethodNotAllowed(MLOSError):
+    """A known route asked with the wrong method; ``allow`` lists the methods it takes."""
+
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: tuple[str, ...] = (), **kw):
+        super().__init__(message, **kw)
+        self.allow = allow
 
 
 class NotFound(MLOSError):
@@ -68,6 +89,13 @@ class ModelUnavailable(MLOSError):
 
     status = 503
     code = "model_unavailable"
+
+
+class ReplicaLost(MLOSError):
+    """On a cluster: the replica serving the request went away before answering it."""
+
+    status = 503
+    code = "replica_lost"
 
 
 class ModelNotReady(MLOSError):

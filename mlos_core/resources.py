@@ -36,6 +36,50 @@ def gpus() -> list[dict] | None:
         pynvml.nvmlShutdown()
 
 
+def vram() -> dict:
+    """GPU memory in the shape of the seeds' offload gateway (``GET /vram``): totals in GB and one
+    entry per GPU in MB, from NVML through nvidia-ml-py. Where no NVIDIA driver (or nvidia-ml-py)
+    is present, an honest empty answer: no GPUs, zero totals, and a note saying why."""
+    import time
+
+    out = {"timestamp": time.time(), "total_gb": 0.0, "used_gb": 0.0, "free_gb": 0.0, "utilization_percent": 0.0,
+           "gpus": []}
+    try:
+        import pynvml
+    except ImportError:
+        return {**out, "note": "no GPU information: nvidia-ml-py is not installed (pip install nvidia-ml-py)"}
+    try:
+        pynvml.nvmlInit()
+    except Exception as e:  # NVMLError_LibraryNotFound / DriverNotLoaded: no NVIDIA GPU here
+        return {**out, "note": f"no NVIDIA GPU found: NVML did not start ({e}); models run on the CPU"}
+    mib = 2**20
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+            name = pynvml.nvmlDeviceGetName(h)
+            try:
+                temperature = pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+            except Exception:
+                temperature = None
+            out["gpus"].append({
+                "id": i, "name": name.decode() if isinstance(name, bytes) else name,
+                "total_mb": round(mem.total / mib, 1), "used_mb": round(mem.used / mib, 1),
+                "free_mb": round(mem.free / mib, 1),
+                "utilization_percent": float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu),
+                "temperature": temperature,
+            })
+    finally:
+        pynvml.nvmlShutdown()
+    gpus = out["gpus"]
+    if not gpus:
+        return {**out, "note": "NVML runs but reports no GPU"}
+    total, used = sum(g["total_mb"] for g in gpus), sum(g["used_mb"] for g in gpus)
+    out.update(total_gb=round(total / 1024, 2), used_gb=round(used / 1024, 2), free_gb=round((total - used) / 1024, 2),
+               utilization_percent=round(sum(g["utilization_percent"] for g in gpus) / len(gpus), 1))
+    return out
+
+
 def system_resources() -> dict:
     vm = psutil.virtual_memory()
     proc = psutil.Process()

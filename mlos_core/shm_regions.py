@@ -38,6 +38,8 @@ SHM_DIR = "/dev/shm"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_NAME = 255
 MAX_REGIONS = 1024  # each holds a descriptor: a client must not exhaust them
+NO_CUDA = ("CUDA shared memory is not supported: this server runs models on the CPU and has no CUDA "
+           "device to share; use system shared memory")
 
 
 def client_shm_allowed(setting: str, host: str, http_enabled: bool = True) -> tuple[bool, str]:

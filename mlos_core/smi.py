@@ -24,6 +24,9 @@ class TensorSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
+    # the symbolic name of each dimension where the model gives one (ONNX dim_param), else None:
+    # two inputs naming the same dimension must agree on its size
+    dim_names: tuple[str | None, ...] = ()
 
     @property
     def rank(self) -> int:

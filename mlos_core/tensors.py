@@ -56,7 +56,7 @@ def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _check_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
+def check_shape(name: str, shape: Any) -> tuple[tuple[int, ...], int]:
     """The shape as a tuple, and its element count."""
     if not isinstance(shape, (list, tuple)) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -88,6 +88,9 @@ def _as_array(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
         raise InvalidTensor(f"tensor {name!r}: data is a ragged nested list") from None
     if arr.dtype == np.object_ or arr.dtype.kind in ("U", "S"):
         raise InvalidTensor(f"tensor {name!r}: data must be numbers for {v2_datatype(dtype)}")
+    if arr.dtype.kind == "b" and dtype.kind != "b":
+        raise InvalidTensor(f"tensor {name!r}: {v2_datatype(dtype)} expects numbers, got booleans (true/false); "
+                            "send 1 and 0, or declare the tensor BOOL if the model takes booleans")
     if arr.dtype.kind == "f" and dtype.kind in ("i", "u", "b"):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise InvalidTensor(f"tensor {name!r}: {v2_datatype(dtype)} expects integers, got decimals")
@@ -111,7 +114,7 @@ def decode_v2_tensor(obj: Any) -> tuple[str, np.ndarray]:
     for key in ("shape", "datatype", "data"):
         if key not in obj:
             raise InvalidTensor(f"input {name!r} has no {key!r}")
-    shape, expected = _check_shape(name, obj["shape"])
+    shape, expected = check_shape(name, obj["shape"])
     dtype = numpy_dtype(obj["datatype"])
     arr = _as_array(name, obj["data"], dtype)
     if arr.size != expected:
@@ -168,6 +171,24 @@ def validate_inputs(inputs: Mapping[str, np.ndarray], metadata: ModelMetadata) -
             raise InvalidTensor(
                 f"input {spec.name!r} expects shape {shape_str(spec.shape)}, got {shape_str(arr.shape)}"
             )
+    _check_shared_dimensions(inputs, metadata)
+
+
+def _check_shared_dimensions(inputs: Mapping[str, np.ndarray], metadata: ModelMetadata) -> None:
+    """Inputs that declare the same named dimension (``sequence`` of input_ids and attention_mask)
+    must give it one size: otherwise the runtime fails deep inside the graph."""
+    seen: dict[str, tuple[str, int, int]] = {}
+    for spec in metadata.inputs:
+        for axis, dim in enumerate(spec.dim_names):
+            if dim is None:
+                continue
+            size = inputs[spec.name].shape[axis]
+            first = seen.setdefault(dim, (spec.name, axis, size))
+            if first[2] != size:
+                raise InvalidTensor(
+                    f"inputs {first[0]!r} and {spec.name!r} must agree on dimension {dim!r} (axis {first[1]} of "
+                    f"{first[0]!r}, axis {axis} of {spec.name!r}): {first[0]!r} has {first[2]}, {spec.name!r} has "
+                    f"{size}; shapes {shape_str(inputs[first[0]].shape)} and {shape_str(inputs[spec.name].shape)}")
 
 
 def _describe(t: TensorSpec) -> str:
@@ -211,7 +232,7 @@ def raw_nbytes(datatype_or_arr, shape=None) -> int | None:
 def decode_raw_tensor(name: str, datatype: Any, shape: Any, raw) -> np.ndarray:
     """A tensor from its raw bytes (a bytes-like object, often a view of a request body or of
     shared memory). Fixed-size types come back as a read-only view, without a copy."""
-    shape, count = _check_shape(name, shape)
+    shape, count = check_shape(name, shape)
     dtype = numpy_dtype(datatype)
     mv = memoryview(raw).cast("B")
     if dtype == np.object_:

@@ -80,7 +80,7 @@ TEST_MODEL_ROOTS = HARNESS_MODEL_ROOTS
 
 def make_settings(tmp_path: Path, **overrides):
     base = {"data_dir": str(tmp_path / "data"), "models_dir": str(tmp_path / "repo"), "ipc_enabled": False,
-            "zerocopy": False, "model_roots": TEST_MODEL_ROOTS}
+            "zerocopy": False, "grpc_enabled": False, "model_roots": TEST_MODEL_ROOTS}
     base.update(overrides)
     return load_settings(None, base, environ={})
 
@@ -135,22 +135,28 @@ def http(method: str, url: str, body=None, headers: dict | None = None, raw: byt
 
 class CoreProcess:
     def __init__(self, data_dir: Path, *args: str, env: dict | None = None, port: int | None = None,
-                 port_flag: bool = True):
+                 port_flag: bool = True, grpc: bool = False):
         """``port_flag=False`` passes no ``--port``: the port then comes from the config file or
-        the environment, and ``port`` says where to expect the server."""
+        the environment, and ``port`` says where to expect the server. ``grpc=True`` serves gRPC
+        on a free port of its own (``grpc_url``); otherwise gRPC is off unless ``args`` set it
+        (never the shared default 8001)."""
         self.data_dir = data_dir
         self.args = args
         self.env = env or {}
         self.port = port or free_port()
         self.port_flag = port_flag
         self.url = f"http://127.0.0.1:{self.port}"
+        given = any(a in ("--no-grpc", "--grpc-port") or a.startswith("--grpc-port=") for a in args)
+        self.grpc_port = free_port() if grpc and not given else None
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}" if self.grpc_port else None
+        self._grpc_args = ["--grpc-port", str(self.grpc_port)] if self.grpc_port else [] if given else ["--no-grpc"]
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"core-{self.port}.log"
 
     def start(self, timeout: float = 60) -> "CoreProcess":
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         port_args = ["--port", str(self.port)] if self.port_flag else []
-        cmd = [sys.executable, "-m", "mlos_core", *port_args, "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "mlos_core", *port_args, *self._grpc_args, "--data-dir", str(self.data_dir),
                "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc", *model_root_args(), *self.args]
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -185,8 +191,9 @@ def core_process(tmp_path):
     started: list[CoreProcess] = []
 
     def start(*args: str, data_dir: Path | None = None, env: dict | None = None, port: int | None = None,
-              port_flag: bool = True) -> CoreProcess:
-        proc = CoreProcess(data_dir or tmp_path / "data", *args, env=env, port=port, port_flag=port_flag).start()
+              port_flag: bool = True, grpc: bool = False) -> CoreProcess:
+        proc = CoreProcess(data_dir or tmp_path / "data", *args, env=env, port=port, port_flag=port_flag,
+                           grpc=grpc).start()
         started.append(proc)
         return proc
 

@@ -100,12 +100,14 @@ IDENTITY_TYPES = {"FP32": TensorProto.FLOAT, "FP16": TensorProto.FLOAT16, "INT64
 
 def identity_all(path: Path) -> Path:
     """One Identity per Open Inference datatype of the protocol tests: input ``in_<TYPE>``
-    [batch, n] -> output ``out_<TYPE>``, so every value must come back exactly."""
+    [rows_<TYPE>, n_<TYPE>] -> output ``out_<TYPE>``, so every value must come back exactly. Each
+    input names its own dimensions: the tests send each a different shape."""
     nodes, inputs, outputs = [], [], []
     for name, elem in IDENTITY_TYPES.items():
+        dims = [f"rows_{name}", f"n_{name}"]
         nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
-        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, ["batch", f"n_{name}"]))
-        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, ["batch", f"n_{name}"]))
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, dims))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, dims))
     return _save(helper.make_graph(nodes, "identity_all", inputs, outputs), path)
 
 
@@ -138,6 +140,80 @@ def row_sum(path: Path) -> Path:
         initializer=[axes],
     )
     return _save(graph, path)
+
+
+# ---- the models of Triton's example clients (triton-inference-server/client, src/python/examples),
+# rebuilt as ONNX: "simple" adds and subtracts two INT32 [batch, 16] tensors, "simple_int8" the
+# same in INT8, "simple_string" the same on numbers written as strings, "simple_identity" returns
+# its BYTES input. "simple_sequence" has the accumulator's signature (INPUT -> OUTPUT, INT32
+# [batch, 1]) but no state: sequence requests to it are refused, as by every model here.
+def triton_simple(path: Path, elem_type: int = TensorProto.INT32) -> Path:
+    nodes = [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+             helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])]
+    graph = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info(n, elem_type, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, elem_type, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _save(graph, path)
+
+
+def triton_simple_string(path: Path) -> Path:
+    nodes = [
+        helper.make_node("Cast", ["INPUT0"], ["a"], to=TensorProto.INT32),
+        helper.make_node("Cast", ["INPUT1"], ["b"], to=TensorProto.INT32),
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Sub", ["a", "b"], ["difference"]),
+        helper.make_node("Cast", ["sum"], ["OUTPUT0"], to=TensorProto.STRING),
+        helper.make_node("Cast", ["difference"], ["OUTPUT1"], to=TensorProto.STRING),
+    ]
+    graph = helper.make_graph(
+        nodes, "simple_string",
+        [helper.make_tensor_value_info(n, TensorProto.STRING, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.STRING, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )
+    return _save(graph, path)
+
+
+def triton_simple_identity(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT0"], ["OUTPUT0"])], "simple_identity",
+        [helper.make_tensor_value_info("INPUT0", TensorProto.STRING, ["batch", "n"])],
+        [helper.make_tensor_value_info("OUTPUT0", TensorProto.STRING, ["batch", "n"])],
+    )
+    return _save(graph, path)
+
+
+def triton_simple_sequence(path: Path) -> Path:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["INPUT"], ["OUTPUT"])], "simple_sequence",
+        [helper.make_tensor_value_info("INPUT", TensorProto.INT32, ["batch", 1])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.INT32, ["batch", 1])],
+    )
+    return _save(graph, path)
+
+
+def zipmap_classifier(path: Path) -> Path:
+    """What scikit-learn classifiers export as: x [batch, 2] scores -> ``label`` (argmax, INT64
+    [batch]) and ``probabilities``, a ZipMap seq(map(int64, float)), which is not a tensor."""
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0),
+        helper.make_node("ZipMap", ["x"], ["probabilities"], domain="ai.onnx.ml", classlabels_int64s=[0, 1]),
+    ]
+    seq_map = helper.make_sequence_type_proto(helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    graph = helper.make_graph(
+        nodes, "zipmap_classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+         helper.make_value_info("probabilities", seq_map)],
+    )
+    model = helper.make_model(graph, opset_imports=[*OPSET, helper.make_opsetid("ai.onnx.ml", 3)],
+                              producer_name="mlos-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
 
 
 def center_rows(path: Path, width: int = 4) -> Path:

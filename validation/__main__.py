@@ -8,6 +8,8 @@ import sys
 COMMANDS = {
     "run": ("validation.cli_run", "run the model matrix: install, register, inference small and large"),
     "report": ("validation.report.cli", "render the HTML report from a run's metrics JSON"),
+    "compare": ("validation.cli_compare", "compare a run with a baseline run: verdict per model, exit code"),
+    "history": ("validation.history", "archive a run into a history directory, or list one"),
 }
 
 

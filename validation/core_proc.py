@@ -111,7 +111,7 @@ class CoreServer:
                "MLOS_SHIM_SOCKET": str(self.workdir / f"shim-{self.mode}.sock")}
         cmd = [sys.executable, "-m", "mlos_core", "--port", str(self.port), "--data-dir",
                str(self.workdir / f"data-{self.mode}"), "--models-dir", str(self.workdir / "no-models"), "--no-ipc",
-               *model_root_args(self.workdir)]
+               "--no-grpc", *model_root_args(self.workdir)]
         self._logf = open(self.log, "ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -125,6 +125,17 @@ def hardware(path: Path | None = None) -> dict:
             "kernel_module": kernel_status()}
 
 
+# What makes two machines the same class for timing: the instruction set, the CPU model and how
+# many of it there are. RAM size, free disk, OS and kernel are recorded but differ between two
+# runs of one machine (or are what a release changes), so they do not make a comparison void.
+MACHINE_CLASS = ("machine", "cpu_model", "cores", "threads")
+
+
+def machine_class(hw: dict) -> dict:
+    """The MACHINE_CLASS fields of a hardware record (``hardware()``); absent ones are left out."""
+    return {k: hw[k] for k in MACHINE_CLASS if isinstance(hw, dict) and hw.get(k) is not None}
+
+
 def _os_release() -> str:
     try:
         for line in Path("/etc/os-release").read_text().splitlines():

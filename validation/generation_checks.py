@@ -89,12 +89,12 @@ def seq2seq_parity(refs, source: str, texts: list[str], n: int, got: list[list[i
     measure = (f"{rows_equal}/{len(texts)} prompts' greedy token ids equal to transformers' generate "
                f"({tokens} tokens, {distinct} distinct, max_tokens {n})")
     if len(got) != len(want):
-        return Parity("pytorch greedy tokens", None, None, False, f"{len(got)} generations for {len(want)} prompts")
+        return Parity("pytorch greedy tokens", None, None, False, measure=f"{len(got)} generations for {len(want)} prompts")
     if distinct < 3:   # a reference of one repeated token proves little about the cache
         return Parity("pytorch greedy tokens", None, None, False,
-                      measure + ": the reference is degenerate (fewer than 3 distinct tokens)")
+                      measure=measure + ": the reference is degenerate (fewer than 3 distinct tokens)")
     passed = rows_equal == len(texts)
-    return Parity("pytorch greedy tokens", None, None, passed, measure if passed else f"{measure}; {first_bad}")
+    return Parity("pytorch greedy tokens", None, None, passed, measure=measure if passed else f"{measure}; {first_bad}")
 
 
 # ---- GGUF files on llama.cpp -------------------------------------------------------------------------
@@ -160,9 +160,9 @@ def gguf_parity(refs, source: str, prompt: str, gguf: Path, quant: str | None,
         measure = (f"prompt tokens {'equal' if tok_equal else 'DIFFER'}; {equal_prefix}/{GREEDY_N} greedy tokens "
                    f"equal{f' (first near-tie at {first_tie})' if ties.any() else ''}; teacher-forced top-1 "
                    f"agreement {rate:.2f} over {GREEDY_N} ({int(ties.sum())} near-ties); {quant} on llama.cpp")
-        return Parity("pytorch greedy tokens", diff, None, passed, measure), details
+        return Parity("pytorch greedy tokens", diff, None, passed, measure=measure), details
     floor = float(min_top1)
     passed = tok_equal and rate >= floor
     measure = (f"prompt tokens {'equal' if tok_equal else 'DIFFER'}; teacher-forced top-1 agreement {rate:.2f} "
                f"(at least {floor:.2f} for {quant}) over {GREEDY_N}; {equal_prefix}/{GREEDY_N} greedy tokens equal")
-    return Parity("pytorch top-1 agreement", diff, None, passed, measure), details
+    return Parity("pytorch top-1 agreement", diff, None, passed, measure=measure), details

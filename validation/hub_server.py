@@ -21,7 +21,6 @@ a free port, run in a daemon thread: ``hub = LocalHub().start(); ...; hub.stop()
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -167,7 +166,6 @@ class LocalHub:
         self.tree_page_size = 1000  # entries a page of /tree (lower it to exercise pagination)
         self._lock = threading.RLock()
         self._interrupts: dict[tuple[str, str], list[int]] = {}
-        self._counter = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -219,7 +217,9 @@ class LocalHub:
             merged.update(blobs)
             for p in delete:
                 merged.pop(p.strip("/"), None)
-            seed = json.dumps([repo_id, branch, parent, message, next(self._counter),
+            # the repo's own commit count, not a hub-wide counter: the same files published in
+            # another run (or another order) get the same sha, so a revision names its content
+            seed = json.dumps([repo_id, branch, parent, message, len(repo.commits),
                                sorted((p, b.oid) for p, b in merged.items())])
             sha = hashlib.sha1(seed.encode()).hexdigest()
             repo.commits[sha] = Commit(sha, merged, message or f"Upload {len(blobs)} files", _now_iso(), parent)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from . import drift
 from . import inputs as inp
 from .core_proc import CoreServer, error_text
 from .offline_models import References, parity
@@ -62,6 +63,7 @@ def _latency(result: PhaseResult, times: list[float], warmup: int) -> None:
     result.p90_ms = float(np.percentile(times, 90))
     result.p99_ms = float(np.percentile(times, 99))
     result.repetitions, result.warmup = len(times), warmup
+    result.samples_ms = [round(t, 4) for t in times]
 
 
 def _parity_check(refs: References, spec, arrays, core_out, tol: float) -> Parity:
@@ -69,8 +71,9 @@ def _parity_check(refs: References, spec, arrays, core_out, tol: float) -> Parit
     if not ok:
         return Parity(why, None, None, None)
     ref = refs.outputs(spec.source, arrays)
-    diff, _ = parity(core_out, ref)
-    return Parity("pytorch", diff, tol, diff <= tol)
+    diff, common = parity(core_out, ref)
+    # why: the reference (pytorch, torchvision, tensorflow)
+    return Parity(why, diff, tol, diff <= tol, cosine=min(drift.cosine(core_out[k], ref[k]) for k in common))
 
 
 def _tensor_phase(core, spec, size, ctx) -> PhaseResult:
@@ -134,7 +137,9 @@ def _llm_phase(core, spec, size, ctx) -> PhaseResult:
     if not isinstance(text, str):
         raise CallFailed(f"the answer carries no generated text: {str(answer)[:300]}")
     result.details.update({"generated_text": text[:200], "finish_reason": finish, "usage": usage,
-                           "turns": len(body.get("messages") or []) or None})
+                           "turns": len(body.get("messages") or []) or None,
+                           # greedy: a later run (or a quantised variant) is compared token by token
+                           "generated_tokens": drift.token_ids(text, ctx["package_path"])})
     if result.parity is None:
         result.parity = Parity(ctx["refs"].available(spec.source)[1], None, None, None)
     return result
@@ -159,6 +164,6 @@ def run_phase(core: CoreServer, spec, size: str, ctx: dict) -> PhaseResult:
         return PhaseResult("timeout" if "within" in str(e) else "failed", (time.perf_counter() - t0) * 1000.0, str(e))
     if result.parity is not None and result.parity.passed is False:
         result.status = "failed"
-        result.error = (f"outputs differ from PyTorch: max abs diff {result.parity.max_abs_diff:.3g} "
+        result.error = (f"outputs differ from {result.parity.reference}: max abs diff {result.parity.max_abs_diff:.3g} "
                         f"> tolerance {result.parity.tolerance:g}")
     return result

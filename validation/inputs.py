@@ -96,6 +96,8 @@ def tensors(spec, defaults: dict, size: str, pkg_dir: Path, meta_inputs: list[di
             arr = np.zeros([d if d >= 0 else rows for d in shape])
         elif name == "sr":
             arr = np.asarray(int(io.get("sample_rate", 16000)))
+        elif len(shape) == 4 and all(d > 0 for d in shape[1:]) and np.dtype(dtype).kind == "f":
+            arr = rng.random([batch, *shape[1:]])               # an image tensor of fixed size (e.g. NHWC)
         else:
             raise InputError(f"the validator does not know how to fill input {name!r} "
                              f"({m['datatype']} {shape}) of {spec.name}")

@@ -33,7 +33,7 @@ from .results import SCHEMA_VERSION, ModelResult, latest_summary
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "metrics.schema.json"
 READS_MAJOR = int(SCHEMA_VERSION.split(".")[0])
-KINDS = ("model_result", "latest", "kernel_comparison")
+KINDS = ("model_result", "latest", "kernel_comparison", "baseline_comparison", "quantisation")
 LATEST = Path("metrics") / "latest.json"
 COMPARISON = "kernel-comparison.json"
 _MAX_ERRORS = 10
@@ -198,6 +198,11 @@ def write_latest(out_dir, summary: dict) -> Path:
 def write_comparison(out_dir, doc: dict) -> Path:
     path = Path(out_dir) / COMPARISON
     return write_json_atomic(path, validate(_plain(doc), "kernel_comparison", str(path)))
+
+
+def write_document(path, doc: dict, kind: str) -> Path:
+    """Any of KINDS, validated first: a writer never leaves a file its reader would refuse."""
+    return write_json_atomic(path, validate(_plain(doc), kind, str(path)))
 
 
 def read_document(path, kind: str) -> dict:

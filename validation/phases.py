@@ -68,11 +68,27 @@ def install(spec, env: dict, timeout: float) -> tuple[PhaseResult, dict | None]:
     if conv:
         details["conversion"] = {k: conv.get(k) for k in ("converted", "task", "opset", "parity_max_abs_diff",
                                                            "tool_version", "reason")}
+    details["revision"] = _revision(out.get("path"))
     result = PhaseResult("success", _ms(elapsed), None, details)
     if conv and not conv.get("converted") and spec.format != "safetensors":
         # the package keeps SafeTensors, which the core lists but cannot run: say so here, where it happened
         result.details["warning"] = f"not converted to ONNX: {conv.get('reason')}"
     return result, out
+
+
+def _revision(package: str | None) -> str | None:
+    """The hub commit the package was made from (its manifest's source), which a comparison with
+    another run needs: the same name at another revision is another model."""
+    if not package:
+        return None
+    from axon_pkg.errors import AxonError
+    from axon_pkg.manifest import read_manifest
+
+    try:
+        source = (read_manifest(Path(package)).get("x-mlos") or {}).get("source") or {}
+    except (OSError, AxonError):
+        return None
+    return source.get("resolved_commit")
 
 
 def register(core: CoreServer, model_id: str, package_path: str, timeout: float) -> tuple[PhaseResult, dict | None]:

@@ -12,7 +12,7 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 PHASES = ("install", "register", "inference_small", "inference_large")
 CATEGORIES = ("nlp", "vision", "multimodal", "llm", "audio")
 MODES = ("kernel", "userspace")
@@ -35,10 +35,11 @@ class Interval:
 class Parity:
     """Outputs against the PyTorch reference (generated models) or a stored expectation; for
     generators, token ids against transformers' greedy ones (``measure`` says what was compared)."""
-    reference: str                # "pytorch" | "pytorch greedy tokens" | "expected-values" | "none: <why>"
+    reference: str                # "pytorch" | "torchvision" | "tensorflow" | "pytorch greedy tokens" | "expected-values" | "none: <why>"
     max_abs_diff: float | None
     tolerance: float | None
     passed: bool | None
+    cosine: float | None = None   # of the outputs against the reference, flattened (schema 1.1)
     measure: str | None = None    # token checks: "16/16 greedy tokens equal; top-1 agreement 1.00 over 24"
 
 
@@ -55,6 +56,9 @@ class PhaseResult:
     repetitions: int = 0
     warmup: int = 0
     parity: Parity | None = None
+    # every timed request's latency, in order (schema 1.1): what a comparison with another run
+    # bootstraps; the interval above summarises them
+    samples_ms: list[float] | None = None
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``python -m validation run``: the suite's models through install, register, inference small and
 inference large, in kernel and/or userspace mode, written as metrics JSON.
 
-Order: (offline suite) start the local hub and publish every model; install each model once with
+Order: (offline suite) start each model's local repository and publish every model; install each model once with
 axon-py (the package serves both modes); then per mode start a real core, sample its resources,
 and per model register, infer small, infer large, unregister. Each mode writes its own run
 directory ``<out>/<mode>/`` (``<model>-result.json`` + ``metrics/latest.json``, through
@@ -22,7 +22,8 @@ from . import environment, phases
 from .config import ModelSpec, Suite, load_suite
 from .core_proc import CoreError, CoreServer, kernel_available
 from .inference import run_phase
-from .offline_models import CACHE_ROOT, References, SourceError, publish
+from .offline_models import CACHE_ROOT, References, SourceError
+from .repo_standins import StandIns
 from .progress import Progress
 from .results import PHASES, ModelResult, PhaseResult, latest_summary, now_iso
 
@@ -37,6 +38,9 @@ class RunOptions:
     out_dir: Path = Path("validation-results")
     repetitions: int | None = None     # overrides settings.repetitions
     progress: bool = True
+    cache_dir: Path | None = None      # axon-py's and huggingface_hub's caches, kept between runs
+    quantize: bool = False             # quantised variants against their parent (validation.quant_measure)
+    quantize_rounds: int = 8           # interleaved timing rounds per arm
 
 
 @dataclass
@@ -53,7 +57,8 @@ class RunOutcome:
 
 
 def _hub_env(work: Path, hub_url: str | None) -> dict:
-    """The environment of axon-py: its own cache and huggingface_hub home under the run's work dir."""
+    """The environment of axon-py: its own cache and huggingface_hub home under ``work`` (the run's
+    work dir, or the cache a caller keeps between runs)."""
     env = {**os.environ, "AXON_HOME": str(work / "axon"), "HF_HOME": str(work / "hf"),
            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
     # llama.cpp's converter (fetched once per llama-cpp-python version) lives beside the generated models
@@ -91,7 +96,8 @@ def _skipped_after(result: ModelResult, phase: str, why: str) -> None:
 
 
 def _model_in_mode(core: CoreServer, sampler, spec: ModelSpec, install: PhaseResult, pkg: dict | None,
-                   suite: Suite, opts: RunOptions, refs: References, progress: Progress, mode: str) -> ModelResult:
+                   suite: Suite, opts: RunOptions, refs: References, progress: Progress, mode: str,
+                   quant=None) -> ModelResult:
     s = suite.settings
     llm = spec.category == "llm"
     result = ModelResult(spec.name, spec.axon_id, spec.category, (pkg or {}).get("format") or spec.format,
@@ -122,19 +128,38 @@ def _model_in_mode(core: CoreServer, sampler, spec: ModelSpec, install: PhaseRes
         sampler.label = "load"
         result.phases[f"inference_{size}"] = run_phase(core, spec, size, ctx)
         sampler.label = "idle"
+    if quant is not None and all(result.phases[f"inference_{size}"].status in ("success", "skipped")
+                                 for size in ("small", "large")):
+        from .quant_measure import failed_row, measure
+
+        progress.note(f"{mode}: {spec.name}: quantised variants")
+        sampler.label = "quantisation"     # kept apart from the phases' load figures
+        try:
+            quant.rows += measure(core, spec, result.format, ctx, quant.work, quant.rounds)
+        except Exception as e:  # the model passed its phases: a quantisation bug is the variants' row, not its
+            quant.rows.append(failed_row(spec, result.format, f"validator error: {type(e).__name__}: {e}"))
+        sampler.label = "idle"
     core.call("DELETE", f"/v1/models/{quote(model_id, safe='')}", timeout=60)  # frees memory for the next
     return result
 
 
-def _run_mode(mode: str, specs, installs, suite, opts, work, refs, progress) -> tuple[list[ModelResult], dict]:
+def _run_mode(mode: str, specs, installs, suite, opts, work, refs, progress,
+              quant=None) -> tuple[list[ModelResult], dict]:
     from .metrics import write_latest, write_model_result
 
     out = Path(opts.out_dir) / mode
     core = CoreServer(work / "core", mode).start(suite.settings["core_start_timeout"])
     startup_ms = core.startup_s * 1000.0
-    status, health = core.call("GET", "/health", timeout=30)
+    try:
+        try:
+            status, health = core.call("GET", "/health", timeout=30)
+        except OSError as e:              # a core too slow to answer is recorded, not a reason to stop
+            status, health = 0, f"GET /health: {e}"
+        sampler = environment.ResourceSampler(core.proc.pid).start()
+    except BaseException:                 # never leave a core running behind a failed start
+        core.stop()
+        raise
     kernel_block = health.get("kernel") if status == 200 and isinstance(health, dict) else {"error": str(health)[:300]}
-    sampler = environment.ResourceSampler(core.proc.pid).start()
     t0 = time.perf_counter()
     results = []
     try:
@@ -147,7 +172,7 @@ def _run_mode(mode: str, specs, installs, suite, opts, work, refs, progress) -> 
                 sampler.stop()
                 sampler = environment.ResourceSampler(core.proc.pid).start()
             try:
-                result = _model_in_mode(core, sampler, spec, install, pkg, suite, opts, refs, progress, mode)
+                result = _model_in_mode(core, sampler, spec, install, pkg, suite, opts, refs, progress, mode, quant)
             except Exception as e:  # a validator bug on one model is recorded, and the run goes on
                 result = ModelResult(spec.name, spec.axon_id, spec.category, spec.format, suite.name, mode,
                                      started_at=now_iso(), versions=environment.versions_cached())
@@ -203,22 +228,27 @@ def run(opts: RunOptions) -> RunOutcome:
         progress.done(f"skipped   mode {mode}: {why}")
     Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlos-validation-"))
-    hub = None
+    standins = None
     refs = References()
     results: list[ModelResult] = []
     summaries = {}
     try:
         installs = {}
+        unpublished = {}
         if suite.name == "offline" or any(m.source for m in specs):
-            from .hub_server import LocalHub
-
-            hub = LocalHub().start()
-        env = _hub_env(work, hub.url if hub else None)
+            standins = StandIns()    # each model's repository (hf, pytorch, tfhub, modelscope), started on use
+            for spec in specs:
+                try:
+                    standins.publish(spec)
+                except SourceError as e:
+                    unpublished[spec.name] = str(e)
+        env = {**_hub_env(Path(opts.cache_dir) if opts.cache_dir else work, standins.hf.url if standins and standins.hf else None),
+               **(standins.env() if standins else {})}
         for spec in specs:
             progress.note(f"install {spec.name}")
             try:
-                if hub is not None:
-                    publish(hub, spec)
+                if spec.name in unpublished:
+                    raise SourceError(unpublished[spec.name])
                 phase, pkg = phases.install(spec, env, suite.settings["llm_install_timeout" if spec.category == "llm"
                                                                        else "install_timeout"])
             except SourceError as e:
@@ -226,12 +256,25 @@ def run(opts: RunOptions) -> RunOutcome:
             installs[spec.name] = (phase, pkg)
             progress.done(f"install   {spec.name:24s} {phase.status.upper():8s} "
                           + (phase.error[:150] if phase.error else f"{phase.time_ms / 1000:.1f}s"))
+        quant = None
+        if opts.quantize and modes:      # variants are measured once, in the first mode that runs
+            from .quant_measure import Collector
+
+            quant = Collector(work / "quant", opts.quantize_rounds)
         for mode in modes:
             try:
-                mode_results, summaries[mode] = _run_mode(mode, specs, installs, suite, opts, work, refs, progress)
+                mode_results, summaries[mode] = _run_mode(mode, specs, installs, suite, opts, work, refs, progress,
+                                                          quant if mode == modes[0] else None)
                 results += mode_results
             except CoreError as e:
                 skipped_modes[mode] = f"the core did not start: {e}"
+        if quant is not None and modes[0] in summaries:
+            from .metrics import write_document
+            from .quant_measure import document
+
+            s = summaries[modes[0]]
+            write_document(Path(opts.out_dir) / "quantisation.json",
+                           document(quant.rows, modes[0], quant.rounds, s["versions"], s["hardware"]), "quantisation")
         for mode, summary in summaries.items():
             summary.update(skipped_models=skipped_models, skipped_modes=skipped_modes)
             from .metrics import write_latest
@@ -239,7 +282,7 @@ def run(opts: RunOptions) -> RunOutcome:
             write_latest(Path(opts.out_dir) / mode, summary)
     finally:
         progress.close()
-        if hub is not None:
-            hub.stop()
+        if standins is not None:
+            standins.stop()
         shutil.rmtree(work, ignore_errors=True)
     return RunOutcome(results, summaries, skipped_modes, skipped_models, time.perf_counter() - t_start)

@@ -4,7 +4,8 @@ bootstrap confidence intervals (percentile method, fixed seed so a report is rep
 A ratio "differs" only when its interval excludes 1.0; otherwise the verdict is "no significant
 difference", whatever the point estimate says.
 
-The one implementation: benchmarks/ (stats.py re-exports it) and validation/compare.py use it.
+The one implementation: benchmarks/ (stats.py re-exports it), validation/compare.py,
+validation/baseline.py and validation/quant_measure.py use it.
 """
 from __future__ import annotations
 
@@ -39,3 +40,26 @@ def ratio_ci(a, b, q: float = 50.0, level: float = 0.95, n: int = BOOTSTRAP) -> 
     ratio = float(np.percentile(a, q) / np.percentile(b, q))
     verdict = "no significant difference" if lo <= 1.0 <= hi else ("lower" if hi < 1.0 else "higher")
     return {"ratio": ratio, "ci_low": float(lo), "ci_high": float(hi), "verdict": verdict}
+
+
+def replicate_ratio_ci(a_runs, b_runs, level: float = 0.95) -> dict:
+    """The ratio of two sets of replicated runs' figures (one value per run, e.g. each run's median
+    latency), a / b, from a pooled two-sample t-interval of their logarithms: the interval covers
+    how much whole runs vary, which a bootstrap over one run's requests cannot see. With one run
+    on one side it is the prediction interval of that run against the other side's runs. Needs at
+    least three runs in all (one degree of freedom); fewer raise ValueError."""
+    from scipy.stats import t as student_t
+
+    la, lb = np.log(np.asarray(a_runs, dtype=np.float64)), np.log(np.asarray(b_runs, dtype=np.float64))
+    ka, kb = la.size, lb.size
+    df = ka + kb - 2
+    if ka < 1 or kb < 1 or df < 1:
+        raise ValueError(f"need at least three runs in all, one per side; have {ka} and {kb}")
+    ss = ((la - la.mean()) ** 2).sum() + ((lb - lb.mean()) ** 2).sum()
+    se = np.sqrt(ss / df) * np.sqrt(1 / ka + 1 / kb)
+    diff = float(la.mean() - lb.mean())
+    half = float(student_t.ppf(0.5 + level / 2, df) * se)
+    lo, hi = np.exp(diff - half), np.exp(diff + half)
+    verdict = "no significant difference" if lo <= 1.0 <= hi else ("lower" if hi < 1.0 else "higher")
+    return {"ratio": float(np.exp(diff)), "ci_low": float(lo), "ci_high": float(hi), "verdict": verdict,
+            "df": df, "sd_log": float(np.sqrt(ss / df))}

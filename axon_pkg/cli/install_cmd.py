@@ -15,7 +15,8 @@ from .common import emit_json, human, resolve_installed, say
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("install", help="install a model from a hub (hf/org/model@rev) or a local path")
+    p = sub.add_parser("install", help="install a model from a repository (hf/, pytorch/, tfhub/, modelscope/) "
+                                       "or a local path")
     p.add_argument("ref")
     p.add_argument("-f", "--format", choices=FORMATS, default=None,
                    help="auto (GGUF > ONNX > SafeTensors converted: a decoder LLM to GGUF, others to ONNX), onnx, "
@@ -29,6 +30,10 @@ def add_commands(sub) -> None:
     p.add_argument("--endpoint", help="MLOS core URL (default: MLOS_CORE_ENDPOINT, config mlos.endpoint)")
     p.add_argument("--api-key", help="the core's API key (default: MLOS_API_KEY, config mlos.api_key)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--trust-repo", action="store_true",
+                   help="pytorch/<owner>/<repo>:<entry>: run the repo's hubconf.py (arbitrary code), as torch.hub asks")
+    p.add_argument("--input-shape", help="pytorch/<owner>/<repo>:<entry>: the example input for the ONNX export "
+                                         "(default 1,3,224,224)")
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("uninstall", help="remove an installed package")
@@ -59,7 +64,8 @@ def _api_key(args) -> str:
 def cmd_install(args) -> int:
     quiet = args.quiet or not sys.stderr.isatty()
     fmt = args.format or config.get("install.format")
-    result = install(args.ref, fmt=fmt, wanted_file=args.file, quiet=quiet, progress=say(args.quiet), quant=args.quant)
+    result = install(args.ref, fmt=fmt, wanted_file=args.file, quiet=quiet, progress=say(args.quiet),
+                     trust_repo=args.trust_repo, input_shape=args.input_shape, quant=args.quant)
     pkg = result.package
     out = {
         "package": pkg.ref, "path": str(pkg.path), "reused": result.reused,

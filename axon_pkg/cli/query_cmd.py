@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..archive import safe_extract
 from ..errors import IntegrityError
-from ..manifest import read_manifest, verify_files
+from ..manifest import check_files, read_manifest
 from ..store import Cache
 from .common import say, emit_json, human, resolve_installed
 
@@ -66,8 +66,9 @@ def cmd_info(args) -> int:
     print(f"{pkg.ref}\n  path: {pkg.path}\n  description: {m['metadata'].get('description', '')}")
     print(f"  format: {spec['format'].get('execution_format')}  framework: {spec.get('framework', {}).get('name')}")
     src = ext.get("source") or {}
-    if src.get("resolved_commit"):
-        print(f"  source: {src.get('repo')} @{src.get('requested_ref')} = {src.get('resolved_commit')}")
+    pinned = src.get("resolved_commit") or src.get("resolved_version")
+    if pinned:
+        print(f"  source: {src.get('hub')} {src.get('repo')} @{src.get('requested_ref')} = {pinned}")
     conv = ext.get("conversion")
     if conv:
         print(f"  conversion: {conv}")
@@ -116,8 +117,17 @@ def _repair(pkg) -> int:
 
 def _verify_dir(pkg_dir: Path, label: str) -> int:
     manifest = read_manifest(pkg_dir, validate=True)
-    count = verify_files(pkg_dir, manifest)
-    if count == 0:
+    checks = check_files(pkg_dir, manifest)
+    if not checks:
         raise IntegrityError(f"{label}: the manifest lists no files, so nothing can be verified")
-    print(f"{label}: OK ({count} files, manifest valid)")
+    unrecorded = [c for c in checks if not c.sha256_recorded]
+    for c in unrecorded:
+        print(f"  {c.path}: size {c.size}, sha256 {c.sha256} (computed: the manifest records no sha256)")
+    compared = len(checks) - len(unrecorded)
+    if not unrecorded:
+        print(f"{label}: OK ({compared} files, manifest valid)")
+    else:
+        print(f"{label}: manifest valid; {compared} of {len(checks)} files verified; could not compare "
+              f"{len(unrecorded)}: their sha256 is not recorded (a manifest of the original Axon?); the values "
+              "above are what they hold now")
     return 0

@@ -10,7 +10,8 @@ import orjson
 from aiohttp import web
 
 from ..dataplane import graph_id
-from ..errors import BadRequest, MLOSError, PayloadTooLarge
+from ..errors import BadRequest, MethodNotAllowed, MLOSError, PayloadTooLarge
+from ..oip.names import protocol_error
 from .json_body import JsonParser, MalformedJson
 from ..registry import ModelEntry
 from ..tensors import v2_datatype
@@ -99,15 +100,20 @@ def require_object(doc: Any, what: str = "request body") -> dict:
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 
 
-def error_body(status: int, code: str, message: str, model_id: str | None = None, *, openai: bool = False) -> dict:
+def error_body(status: int, code: str, message: str, model_id: str | None = None, *, openai: bool = False,
+               detail: str | None = None) -> dict:
     """The one error shape: MLOS clients read status/message, Open Inference clients read error;
-    on the OpenAI paths, OpenAI's own shape, which its clients parse."""
+    on the OpenAI paths, OpenAI's own shape, which its clients parse. ``detail`` keeps a runtime's
+    own words beside the message that explains them."""
     if openai:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        err = {"message": message, "type": kind, "param": None, "code": code}
+        return {"error": {**err, "detail": detail} if detail else err}
     body = {"status": "error", "error": message, "message": message, "code": code}
     if model_id:
         body["model_id"] = model_id
+    if detail:
+        body["detail"] = detail
     return body
 
 
@@ -117,8 +123,13 @@ def error_response(e: MLOSError, request: web.Request | None = None) -> web.Resp
         headers = {"Retry-After": str(max(1, int(round(e.retry_after or 1))))}
     elif e.status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="mlos-core"'}
+    elif isinstance(e, MethodNotAllowed):
+        headers = {"Allow": ", ".join(e.allow)}
     openai = request is not None and request.path in OPENAI_PATHS
-    return json_response(error_body(e.status, e.code, e.message, e.model_id, openai=openai), e.status, headers)
+    if request is not None and request.path.startswith("/v2/"):
+        e = protocol_error(e)
+    return json_response(error_body(e.status, e.code, e.message, e.model_id, openai=openai, detail=e.detail),
+                         e.status, headers)
 
 
 @web.middleware
@@ -169,12 +180,14 @@ def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
         out["inputs"] = [tensor_spec(t) for t in meta.inputs]
         out["outputs"] = [tensor_spec(t) for t in meta.outputs]
         out["batchable"] = meta.batchable
-        graphs = entry.model.graphs()
+        graphs = entry.model.graphs() if hasattr(entry.model, "graphs") else {}
         if graphs:  # several graphs, each reachable as a tensor model of its own
             out["graphs"] = {name: {"id": graph_id(r.id, name),
                                     "inputs": [tensor_spec(t) for t in g.metadata.inputs],
                                     "outputs": [tensor_spec(t) for t in g.metadata.outputs]}
                              for name, g in graphs.items()}
+        if meta.properties.get("unavailable_outputs"):
+            out["unavailable_outputs"] = list(meta.properties["unavailable_outputs"])
         if entry.batching is not None:
             out["batching"] = {**entry.batching.describe(),
                                "max_batch_size": entry.scheduler.max_rows if entry.scheduler else None}

@@ -8,6 +8,8 @@ queue limits are checked by the handlers that know the model from the path
 """
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from ..auth import ApiKeys
@@ -37,15 +39,14 @@ class Admission:
         self.body_bytes = 0
         self.refused = 0
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler):
-        if request.method in _BODYLESS:  # probes, listings and metrics stay answerable under load
-            return await handler(request)
+    @contextlib.contextmanager
+    def admitted(self, size: int):
+        """Hold a place for one request of ``size`` body bytes, or refuse it (503, Retry-After):
+        the same bounds for every transport (HTTP here, gRPC in ``mlos_core.grpc``)."""
         if self.inflight >= self.max_inflight:
             self.refused += 1
             raise QueueFull(f"the server has {self.inflight} requests in flight (limit {self.max_inflight}); "
                             "retry later", retry_after=1)
-        size = request.content_length or 0
         if size and self.body_bytes + size > self.max_body_bytes and self.body_bytes:
             self.refused += 1
             raise QueueFull(f"the server holds {self.body_bytes / 2**20:.0f} MiB of request bodies (limit "
@@ -53,7 +54,14 @@ class Admission:
         self.inflight += 1
         self.body_bytes += size
         try:
-            return await handler(request)
+            yield
         finally:
             self.inflight -= 1
             self.body_bytes -= size
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if request.method in _BODYLESS:  # probes, listings and metrics stay answerable under load
+            return await handler(request)
+        with self.admitted(request.content_length or 0):
+            return await handler(request)

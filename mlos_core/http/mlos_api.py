@@ -7,7 +7,7 @@ import numpy as np
 from aiohttp import web
 
 from ..dataplane import DataPlane
-from ..errors import BadRequest, InvalidTensor
+from ..errors import BadRequest, InvalidTensor, MethodNotAllowed
 from ..plugins import all_plugins
 from ..registry import RegisterSpec, validate_options
 from ..smi import ModelMetadata
@@ -19,6 +19,9 @@ from .common import describe_model, json_response, read_json, require_object
 # them alongside tensors); a model input of the same name still wins.
 _CONTROL_KEYS = {"batch_size", "input_format", "parameters", "max_length", "max_tokens",
                  "temperature", "top_p", "top_k", "seed", "stream"}
+# the routes below a model id, and beside it, with the methods they take
+_MODEL_ROUTES = {"inference": ("POST",), "status": ("GET",)}
+_COLLECTION_ROUTES = {"register": ("POST",), "scan": ("POST",)}
 _STR_FIELDS = ("plugin_id", "framework", "execution_format", "name", "description", "manifest_path")
 
 
@@ -157,7 +160,20 @@ class MlosApi:
             answer["outputs"] = outputs
         return json_response(answer)
 
+    def _method_check(self, request: web.Request) -> None:
+        """A greedy model-id route also catches a known route asked with the wrong method
+        (GET .../inference, GET /v1/models/register): 405 with Allow, not "model not registered"."""
+        model_id = request.match_info["model_id"]
+        if model_id in self.plane.registry.ids():
+            return
+        allow = _COLLECTION_ROUTES.get(model_id) or (
+            _MODEL_ROUTES.get(model_id.rsplit("/", 1)[1]) if "/" in model_id else None)
+        if allow and request.method not in allow:
+            raise MethodNotAllowed(f"method {request.method} is not allowed on {request.path}; use {', '.join(allow)}",
+                                   allow=allow)
+
     async def get_model(self, request: web.Request) -> web.Response:
+        self._method_check(request)
         entry = self.plane.registry.lookup(request.match_info["model_id"])
         model = describe_model(entry, with_io=True)
         # the model's fields at the top level (as the original's clients read them) and under
@@ -166,6 +182,7 @@ class MlosApi:
                               **_openai_fields(model)})
 
     async def unregister(self, request: web.Request) -> web.Response:
+        self._method_check(request)
         entry = await self.plane.registry.unregister(request.match_info["model_id"])
         return json_response({"status": "success", "model_id": entry.id, "message": "model unloaded and unregistered"})
 

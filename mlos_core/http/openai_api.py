@@ -5,6 +5,7 @@ take OpenAI's shape (see ``common.error_response``)."""
 from __future__ import annotations
 
 import base64
+import logging
 import time
 import uuid
 
@@ -13,12 +14,13 @@ import orjson
 from aiohttp import web
 
 from ..dataplane import DataPlane
-from ..errors import BadRequest
+from ..errors import BadRequest, MLOSError
 from ..smi import GenerationChunk, Model
-from .common import json_response, read_json, require_object
-from .params import generation_params, text_value
+from ..generation_params import generation_params, text_value
+from .common import error_body, json_response, read_json, require_object
 
 MAX_EMBED_INPUTS = 2048
+log = logging.getLogger(__name__)
 
 
 def _model_name(body: dict) -> str:
@@ -82,7 +84,7 @@ class OpenAIApi:
         kind = "chat.completion" if chat else "text_completion"
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        model_id = self.plane.registry.lookup(name).id
+        model_id = (await self.plane.registry.find(name)).id
         transport = request.transport
 
         def disconnected() -> bool:
@@ -135,6 +137,11 @@ class OpenAIApi:
         except (ConnectionResetError, ConnectionError):
             await chunks.aclose()  # the client left: stop generating
             return resp
+        except MLOSError as e:
+            # The status line is gone: say it in the stream, as OpenAI does (its clients raise
+            # APIError with the message), and end the stream without [DONE].
+            log.warning("stream of %s ended by an error: %s", model_id, e.message)
+            await resp.write(b"data: " + orjson.dumps(error_body(e.status, e.code, e.message, openai=True)) + b"\n\n")
         await resp.write_eof()
         return resp
 

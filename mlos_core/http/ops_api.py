@@ -32,6 +32,7 @@ class OpsApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/health", self.health),
+            web.get("/v1/health", self.health),
             web.get("/status", self.status),
             web.get("/metrics", self.prometheus),
             web.get("/v1/system/resources", self.resources),
@@ -63,6 +64,7 @@ class OpsApi:
             "models": rows,
             "memory": {"models_bytes": registry.used_bytes(), "budget_bytes": budget or None, "process_rss_bytes": rss},
             "kernel": self._kernel(),
+            **({"cluster": await self.plane.cluster.status()} if self.plane.cluster is not None else {}),
         })
 
     def _kernel(self) -> dict:

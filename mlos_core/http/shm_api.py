@@ -6,11 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import BadRequest
-from ..shm_regions import SharedMemoryRegions
+from ..shm_regions import NO_CUDA, SharedMemoryRegions
 from .common import json_response, read_json, require_object
 
-NO_CUDA = ("CUDA shared memory is not supported: this server runs models on the CPU and has no CUDA "
-           "device to share; use system shared memory (/v2/systemsharedmemory)")
 
 
 class SharedMemoryApi:

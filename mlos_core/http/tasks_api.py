@@ -13,7 +13,7 @@ from ..dataplane import DataPlane
 from ..errors import BadRequest, UnprocessableModel
 from ..smi import CHAT, CLASSIFY, CLASSIFY_IMAGE, EMBED, FILL_MASK, GENERATE, Model
 from ..tasks import TASKS, normalize_task
-from .params import generation_params, text_value
+from ..generation_params import generation_params, text_value
 
 TASK_KEYS = ("messages", "prompt", "text", "inputs", "input", "image")
 _TEXT_ORDER = (GENERATE, CLASSIFY, FILL_MASK, EMBED)
@@ -77,7 +77,7 @@ def _task_for(body: dict, model_tasks: frozenset[str]) -> str:
 async def run(plane: DataPlane, model_name: str, body: dict,
               disconnected: Callable[[], bool] = lambda: False) -> tuple[str, dict, object]:
     """Returns (task, outputs, TaskResult). A generation stops early once ``disconnected()``."""
-    entry = plane.registry.lookup(model_name)
+    entry = await plane.registry.find(model_name)
     if entry.model is None:  # the task depends on what the model serves: load it first
         await plane.registry.ensure_loaded(entry)
     task = _task_for(body, entry.model.tasks if entry.model else frozenset())

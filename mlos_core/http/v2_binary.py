@@ -20,12 +20,12 @@ from aiohttp import web
 from aiohttp.web import ContentCoding
 
 from ..errors import BadRequest, InvalidTensor
+from ..oip.tensor_io import parameters_of, read_shared_input, write_shared_output
 from ..shm_regions import SharedMemoryRegions
 from .json_body import JsonParser, MalformedJson
 from ..tensors import decode_raw_tensor, decode_v2_tensor, encode_raw_tensor, encode_v2_tensor, v2_datatype
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_SHM_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
@@ -56,15 +56,6 @@ async def parse_head(parser: JsonParser, head: memoryview, header_length: str | 
         raise BadRequest(f"malformed JSON in the body: {e}{hint}") from None
 
 
-def _parameters(obj: dict, what: str) -> dict:
-    params = obj.get("parameters")
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise BadRequest(f"{what}: 'parameters' must be a JSON object")
-    return params
-
-
 def decode_inputs(inputs: list, binary: memoryview, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     pos = 0
@@ -75,7 +66,7 @@ def decode_inputs(inputs: list, binary: memoryview, regions: SharedMemoryRegions
         if not isinstance(name, str) or not name:
             raise InvalidTensor("input without a 'name'")
         what = f"input {name!r}"
-        params = _parameters(obj, what)
+        params = parameters_of(obj, what)
         if "binary_data_size" in params or "shared_memory_region" in params:
             if "data" in obj:
                 raise InvalidTensor(f"{what} has both 'data' and binary or shared-memory parameters; give one")
@@ -95,9 +86,7 @@ def decode_inputs(inputs: list, binary: memoryview, regions: SharedMemoryRegions
             arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], binary[pos: pos + size])
             pos += size
         elif "shared_memory_region" in params:
-            raw = regions.read(params["shared_memory_region"], params.get("shared_memory_offset"),
-                               params.get("shared_memory_byte_size"), what)
-            arr = decode_raw_tensor(name, obj["datatype"], obj["shape"], raw)
+            arr = read_shared_input(name, obj["datatype"], obj["shape"], params, regions)
         else:
             name, arr = decode_v2_tensor(obj)
         if name in out:
@@ -109,29 +98,6 @@ def decode_inputs(inputs: list, binary: memoryview, regions: SharedMemoryRegions
     return out
 
 
-def requested_outputs(body: dict, regions: SharedMemoryRegions) -> tuple[list[str] | None, dict[str, dict]]:
-    """The output names a request asks for (None: all) and each one's parameters, checked
-    before the model runs so a bad region never costs an inference."""
-    outputs = body.get("outputs")
-    if outputs is None:
-        return None, {}
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
-        raise BadRequest("'outputs' must be a list of objects with a 'name'")
-    params: dict[str, dict] = {}
-    for o in outputs:
-        what = f"output {o['name']!r}"
-        p = _parameters(o, what)
-        if p.get("classification"):
-            raise BadRequest(f"{what}: the classification extension is not supported; ask for the tensor")
-        if "binary_data" in p and not isinstance(p["binary_data"], bool):
-            raise BadRequest(f"{what}: binary_data must be true or false")
-        if "shared_memory_region" in p:
-            regions.check(p["shared_memory_region"], p.get("shared_memory_offset"),
-                          p.get("shared_memory_byte_size"), what)
-        params[o["name"]] = p
-    return [o["name"] for o in outputs] or None, params
-
-
 def encode_outputs(outputs: dict[str, np.ndarray], params: dict[str, dict], binary_default: bool,
                    regions: SharedMemoryRegions) -> tuple[list[dict], list]:
     """JSON output entries, and the raw chunks that follow the JSON header in order."""
@@ -140,11 +106,7 @@ def encode_outputs(outputs: dict[str, np.ndarray], params: dict[str, dict], bina
         p = params.get(name, {})
         head = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
         if "shared_memory_region" in p:
-            raw = encode_raw_tensor(arr)
-            regions.write(p["shared_memory_region"], p.get("shared_memory_offset"),
-                          p.get("shared_memory_byte_size"), raw, f"output {name!r}")
-            entry = {**head, "parameters": {**{k: p[k] for k in _SHM_KEYS if k in p},
-                                            "shared_memory_byte_size": len(raw)}}
+            entry = {**head, "parameters": write_shared_output(name, arr, p, regions)}
         elif p.get("binary_data", binary_default):
             raw = encode_raw_tensor(arr)
             entry = {**head, "parameters": {"binary_data_size": len(raw)}}

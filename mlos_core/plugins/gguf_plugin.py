@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import chat as chatlib
 from .gguf_support import (_Counter, _arch_int, _check_params, _check_text, _held_back, _install_log, _load_reason,
-                           _log_state, _positive_int, physical_cores)
+                           _log_state, _positive_int, load_failure, physical_cores)
 from ..errors import BadRequest, InferenceFailed, InvalidTensor, UnprocessableModel
 from .gguf_header import GgufHeaderError, trained_context
 from ..smi import (CHAT, EMBED, GENERATE, FormatPlugin, GenerationChunk, GenerationParams, LoadOptions, Model,
@@ -365,7 +365,7 @@ class GgufPlugin(FormatPlugin):
                 llm = make(trained)
         except Exception as e:
             reason = _load_reason(_log_state.captured, str(e) or type(e).__name__)
-            raise UnprocessableModel(f"llama.cpp could not load {source.model_path.name}: {reason}") from None
+            raise UnprocessableModel(load_failure(source.model_path, reason), detail=reason) from None
         finally:
             _log_state.captured = None
         try:

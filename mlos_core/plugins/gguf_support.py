@@ -15,7 +15,9 @@ from ..smi import GenerationParams
 # llama-cpp-python 0.3.x maps ggml's log levels with a stale table (errors come out as DEBUG and
 # are dropped, some warnings are printed to stderr even with verbose=False). We route the log to
 # Python logging instead, and capture the error lines of a load to say why it failed.
-_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+# ggml's INFO is load chatter (every metadata key, every buffer): DEBUG here, so a server logging at
+# INFO says "loaded <model>" once instead of a hundred lines per GGUF model
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 _log_state = threading.local()
 _log_installed = False
 _log_lock = threading.Lock()
@@ -61,6 +63,26 @@ def _load_reason(captured: list[str], fallback: str) -> str:
     specific = [ln for ln in lines if "failed to load model" not in ln]
     generic = [ln.split("error loading model:", 1)[1].strip() for ln in lines if "error loading model:" in ln]
     return "; ".join((specific or generic)[:3]) or fallback
+
+
+def load_failure(path, reason: str) -> str:
+    """One sentence a user can act on, for what llama.cpp said while failing to load a file (its own
+    words go to the error's ``detail``)."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    name = os.path.basename(str(path))
+    low = reason.lower()
+    if "only supports up to version" in low or "version" in low and "not supported" in low:
+        why = "its GGUF version is newer than this llama.cpp reads: update llama-cpp-python or re-convert the model"
+    elif "invalid magic" in low:
+        why = "its header is not a GGUF header"
+    elif "not within the file bounds" in low or "incomplete" in low or "failed to read" in low:
+        why = f"the file is truncated or corrupt ({size} bytes): download or copy it again"
+    elif "unknown model architecture" in low:
+        arch = reason.split("unknown model architecture:", 1)[-1].strip().split()[0] if ":" in reason else "?"
+        why = f"its architecture {arch} is not one this llama.cpp build knows: update llama-cpp-python"
+    else:
+        why = "llama.cpp refused it (see detail)"
+    return f"GGUF model {name} could not be loaded: {why}"
 
 
 # ---- options -------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import struct
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,6 +18,8 @@ import numpy as np
 from ..errors import UnprocessableModel
 from ..smi import FormatPlugin, LoadOptions, Model, ModelMetadata, ModelSource
 from .onnx_plugin import OnnxPlugin
+
+log = logging.getLogger(__name__)
 
 _ST_DTYPES = {"F64": "FP64", "F32": "FP32", "F16": "FP16", "BF16": "BF16", "I64": "INT64", "I32": "INT32",
               "I16": "INT16", "I8": "INT8", "U8": "UINT8", "BOOL": "BOOL", "F8_E4M3": "FP8_E4M3", "F8_E5M2": "FP8_E5M2"}
@@ -84,10 +88,16 @@ class SafeTensorsPlugin(FormatPlugin):
         target = Path(options.cache_dir) / "converted" / _content_key(path, options.task)
         if not _converted(target):
             target.parent.mkdir(parents=True, exist_ok=True)
-            result = convert_to_onnx(path, target, task=_optimum_task(options.task))
+            label = "/".join(path.parts[-2:])
+            log.info("converting %s to ONNX (once: the result is cached in %s)", path, target)
+            t0 = time.monotonic()
+            result = convert_to_onnx(path, target, task=_optimum_task(options.task),
+                                     progress=lambda step: log.info("converting %s: %s", label, step))
             if not result.converted:
                 shutil.rmtree(target, ignore_errors=True)
+                log.warning("converting %s failed after %.1f s: %s", label, time.monotonic() - t0, result.reason)
                 raise UnprocessableModel(f"cannot serve {path.name}: conversion to ONNX failed: {result.reason}")
+            log.info("converted %s to ONNX in %.1f s", label, time.monotonic() - t0)
         # one graph, or an encoder-decoder's several (the directory)
         onnx_path = target / "model.onnx" if (target / "model.onnx").is_file() else target
         model = OnnxPlugin().load(ModelSource(onnx_path, "onnx"), options)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,18 +27,19 @@ from .. import batch_probe
 from ..config import Settings
 from ..errors import (BadRequest, Conflict, MLOSError, ModelNotFound, ModelNotReady, ModelUnavailable, QueueFull,
                       UnprocessableModel)
+from ..execution import LocalRunner, ModelRunner
 from ..plugins import plugin_for
 from ..scheduler import ModelScheduler
 from ..smi import LoadOptions, Model, ModelSource
 from ..sources import resolve
 from ..thread_priority import ThreadPriority
 from ..datadir import DataDir
+from .ids import ID_PATTERN, find, split_id, validate_model_id
+from .loading import estimate_bytes, framework_of, instances_for, load_model
 from .store import ModelRecord, RegistryStore, reset as reset_store
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*(@[A-Za-z0-9._\-+]+)?$")
-_MAX_ID = 256
 
 
 class State(str, enum.Enum):
@@ -75,22 +76,13 @@ _OPTIONS: dict[str, tuple[type, float, Any]] = {
     "chat_template": (str, 0, 100_000),
     # dynamic batching: auto (proved at load: mlos_core.batch_probe), or forced on/off
     "batching": (str, 0, ("auto", "on", "off")),
+    # on a Ray cluster (mlos_core.cluster): a deployment of the model's own, scaled by these; a
+    # single server records them and serves as always
+    "min_replicas": (int, 0, 1000), "max_replicas": (int, 1, 1000), "target_ongoing_requests": (float, 0.001, 1e6),
+    "upscale_delay_s": (float, 0, 86400), "downscale_delay_s": (float, 0, 86400),
+    "look_back_period_s": (float, 0.1, 3600), "max_ongoing_requests": (int, 1, 100_000),
 }
 _RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
-
-
-def validate_model_id(model_id: Any) -> str:
-    if not isinstance(model_id, str) or not model_id:
-        raise BadRequest("model_id is required: a string like 'namespace/name@version'")
-    name, _, version = model_id.partition("@")
-    if any(part in (".", "..") for part in name.split("/") + ([version] if version else [])):
-        raise BadRequest(f"invalid model_id {model_id[:80]!r}: '.' and '..' are not allowed as name parts or versions")
-    if len(model_id) > _MAX_ID or not _ID.match(model_id):
-        raise BadRequest(
-            f"invalid model_id {model_id[:80]!r}: use letters, digits, '.', '_', '-', '/' between "
-            "name parts, and one optional '@version' (e.g. 'hf/distilgpt2@latest')"
-        )
-    return model_id
 
 
 def validate_options(options: Any) -> dict[str, Any]:
@@ -125,6 +117,8 @@ def validate_options(options: Any) -> dict[str, Any]:
                              + (f" ({_cores()} cores)" if key in ("instances", "intra_op_threads", "inter_op_threads",
                                                                   "n_threads") else ""))
         out[key] = kind(value)
+    if out.get("min_replicas", 0) > out.get("max_replicas", out.get("min_replicas", 0)):
+        raise BadRequest("option min_replicas must not exceed max_replicas")
     return out
 
 
@@ -148,7 +142,8 @@ class ModelEntry:
         self.error = error
         self.source: ModelSource | None = None
         self.model: Model | None = None
-        self.scheduler: ModelScheduler | None = None
+        self.scheduler: ModelScheduler | None = None  # this process's, when the model runs here
+        self.runner: ModelRunner | None = None  # where its requests execute (mlos_core.execution)
         self.pending = 0
         self.last_used = time.monotonic()
         self.lock = asyncio.Lock()
@@ -164,6 +159,15 @@ class ModelEntry:
         return self.record.id
 
     @property
+    def name(self) -> str:
+        """The id without its version: what the Open Inference Protocol calls the model's name."""
+        return split_id(self.record.id)[0]
+
+    @property
+    def version(self) -> str:
+        return split_id(self.record.id)[1]
+
+    @property
     def memory_bytes(self) -> int:
         """Read live: a model's footprint can grow after load (a GGUF's embedding context)."""
         return self.model.memory_bytes() if self.model is not None else 0
@@ -173,12 +177,16 @@ class ModelEntry:
 
 
 class Registry:
-    def __init__(self, settings: Settings, metrics=None):
+    shared_store = False  # true when other servers register into the same store (a cluster)
+
+    def __init__(self, settings: Settings, metrics=None, store=None):
+        """``store`` persists registrations (default: SQLite in the data dir, opened by start()
+        once the data dir is ours); a cluster front door gives its cluster-wide store."""
         self.settings = settings
         self.metrics = metrics
         self._entries: dict[str, ModelEntry] = {}
         self._data_dir = DataDir(settings.data_path)
-        self._store: RegistryStore | None = None  # opened by start(), once the data dir is ours
+        self._store = store
         self._packages = settings.data_path / "packages"
         # register and unregister change the store, then the entries; one at a time, so that what
         # is served always equals what is stored
@@ -193,6 +201,7 @@ class Registry:
                                                  initializer=self.thread_priority)
         self._budget_lock = asyncio.Lock()
         self._reaper: asyncio.Task | None = None
+        self.running = False  # between start() and close(): what readiness and health checks read
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -206,8 +215,10 @@ class Registry:
                 if entry.state == State.REGISTERED:
                     asyncio.get_running_loop().create_task(self._load_quietly(entry))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        self.running = True
 
     async def close(self) -> None:
+        self.running = False
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,6 +235,8 @@ class Registry:
 
     def _open_store(self) -> None:
         self._data_dir.open()
+        if self._store is not None:
+            return
         path = self.settings.data_path / "registry.db"
         try:
             if self.settings.reset_registry:
@@ -251,7 +264,7 @@ class Registry:
             if len(parts) < 3:
                 continue
             model_id = "/".join(parts[:-1]) + "@" + parts[-1]
-            if model_id in self._entries or not _ID.match(model_id):
+            if model_id in self._entries or not ID_PATTERN.match(model_id):
                 continue
             try:
                 # checksums are verified when the model first loads, not for every package at start
@@ -263,21 +276,41 @@ class Registry:
 
     # ---- lookup ----------------------------------------------------------------------------
     def lookup(self, name: str, version: str | None = None) -> ModelEntry:
-        """Find a model by full id, or by name with '@version', '@latest' or a single version."""
-        key = f"{name}@{version}" if version else name
-        entry = self._entries.get(key)
-        if entry is None and not version and "@" not in name:
-            entry = self._entries.get(f"{name}@latest")
-            if entry is None:
-                versions = [e for k, e in self._entries.items() if k.startswith(name + "@")]
-                if len(versions) == 1:
-                    entry = versions[0]
+        """Find a model by its full id; by name and '@version' or ``version``; by name alone
+        ('name@latest', else its only version). An id registered without a version is version
+        "1", as the Open Inference Protocol numbers them. The seeds' dash form
+        ('hf-distilgpt2@latest' for 'hf/distilgpt2@latest') resolves when it names one model."""
+        version = version or None
+        entry = find(self._entries, name, version)
         if entry is None:
-            raise ModelNotFound(f"model {key!r} is not registered", model_id=key)
+            dashed: dict[str, ModelEntry | None] = {}
+            for key, e in self._entries.items():
+                k = key.replace("/", "-")
+                dashed[k] = None if k in dashed else e  # two ids with one dash form: ambiguous
+            entry = find(dashed, name.replace("/", "-"), version)
+        if entry is None:
+            key = f"{name}@{version}" if version else name
+            raise ModelNotFound(f"model {key!r} is not registered", model_id=key, name=name, version=version)
         return entry
+
+    async def find(self, name: str, version: str | None = None) -> ModelEntry:
+        """``lookup``, after catching up with registrations made elsewhere when the name is unknown."""
+        try:
+            return self.lookup(name, version)
+        except ModelNotFound:
+            if not await self._refresh():
+                raise
+            return self.lookup(name, version)
+
+    async def _refresh(self) -> bool:
+        """Adopt registrations made through another server sharing the store (none locally)."""
+        return False
 
     def entries(self) -> list[ModelEntry]:
         return list(self._entries.values())
+
+    def ids(self) -> set[str]:
+        return set(self._entries)
 
     def used_bytes(self) -> int:
         return sum(e.memory_bytes for e in self._entries.values() if e.model is not None)
@@ -291,22 +324,32 @@ class Registry:
             raise BadRequest("path (or model_path) is required: a model file, a model directory or an .axon package")
         path = str(Path(spec.path).expanduser().resolve())
         existing = self._entries.get(spec.model_id)
-        if existing is not None and existing.record.path != path:
+        if existing is not None and existing.record.path != path and existing.state != State.FAILED:
             raise Conflict(
                 f"model {spec.model_id} is already registered from {existing.record.path}; "
                 "unregister it first (DELETE /v1/models/{id})",
                 model_id=spec.model_id,
             )
         source = None
-        if existing is None:
-            source = await asyncio.to_thread(resolve, path, self._packages, verify)
-            plugin = plugin_for(source.format, spec.plugin_id)
+        if existing is None or existing.record.path != path:
+            try:
+                source = await asyncio.to_thread(resolve, path, self._packages, verify)
+                plugin = plugin_for(source.format, spec.plugin_id)
+            except UnprocessableModel as e:
+                kept = (f"; the earlier registration of {spec.model_id} (failed) is unchanged" if existing is not None
+                        else "; nothing was registered")
+                raise UnprocessableModel(e.message + kept, model_id=spec.model_id, detail=e.detail) from None
+            if existing is not None and existing.state == State.FAILED and self._entries.get(spec.model_id) is existing:
+                # a registration that failed to load is replaced by one from another path, not a conflict
+                log.info("register %s: replacing its failed registration from %s", spec.model_id, existing.record.path)
+                await self.unregister(spec.model_id)
+                existing = None
         created = existing is None
         if created:
             record = ModelRecord(
                 id=spec.model_id, path=path, format=source.format, plugin_id=plugin.id,
                 name=spec.name or spec.model_id.split("@")[0].rsplit("/", 1)[-1],
-                description=spec.description, framework=spec.framework or _framework(source),
+                description=spec.description, framework=spec.framework or framework_of(source),
                 execution_format=spec.execution_format or source.format,
                 manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
                 options=spec.options,
@@ -329,7 +372,13 @@ class Registry:
         else:
             entry = existing
         if load if load is not None else self.settings.load_on_register:
-            await self.ensure_loaded(entry, explicit=True)
+            try:
+                await self.ensure_loaded(entry, explicit=True)
+            except UnprocessableModel as e:
+                raise UnprocessableModel(
+                    f"{e.message}. The registration is kept in state failed with this reason (GET /v1/models/"
+                    f"{{id}}); register {entry.id} again with a corrected path to replace it, or DELETE it",
+                    model_id=entry.id, detail=e.detail) from None
         return entry, created
 
     async def unregister(self, model_id: str) -> ModelEntry:
@@ -390,50 +439,63 @@ class Registry:
                     # the caller asked for this load: its file (or its options: 400) is at fault,
                     # not the server's state
                     kind = BadRequest if isinstance(e.__cause__, BadRequest) else UnprocessableModel
-                    raise kind(e.message, model_id=entry.id) from None
+                    raise kind(e.message, model_id=entry.id, detail=e.detail) from None
                 raise
 
     async def _load(self, entry: ModelEntry) -> None:
         previous = entry.state
         entry.state = State.LOADING
         try:
-            source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
-            plugin = plugin_for(source.format, entry.record.plugin_id)
-            options = self._load_options(entry, source)
-            loop = asyncio.get_running_loop()
-            if self.settings.memory_budget_mb > 0:
-                async with self._budget_lock:
-                    await self._make_room(entry, _estimate_bytes(source))
-                    model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
-            else:
-                model = await loop.run_in_executor(self._load_executor, _load_model, plugin, source, options)
+            source, model, runner = await self._open(entry)
         except ModelUnavailable:
             entry.state = previous if previous != State.LOADING else State.REGISTERED
             raise
         except MLOSError as e:
             entry.state, entry.error = State.FAILED, e.message
+            log.warning("model %s failed to load from %s: %s%s", entry.id, entry.record.path, e.message,
+                        f" ({e.detail})" if e.detail and e.detail not in e.message else "")
             await self._note_state(entry, e.message)
-            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from e
+            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id,
+                                   detail=e.detail) from e
         except Exception as e:
             log.exception("loading %s", entry.id)
             entry.state, entry.error = State.FAILED, f"{type(e).__name__}: {e}"[:500]
             await self._note_state(entry, entry.error)
             raise ModelUnavailable(f"model {entry.id} failed to load: {entry.error}", model_id=entry.id) from None
+        entry.source = source
+        entry.model = model
+        entry.runner = runner
+        entry.scheduler = getattr(runner, "scheduler", None)
+        entry.batching = getattr(runner, "decision", None)
+        entry.cancel = runner.cancel
+        entry.error = None
+        entry.state = State.READY
+        entry.last_used = time.monotonic()
+        await self._note_state(entry)
+        log.info("loaded %s (%s, %.1f MB)", entry.id, entry.record.format, entry.memory_bytes / 1e6)
+
+    async def _open(self, entry: ModelEntry) -> tuple[ModelSource | None, Model, ModelRunner]:
+        """Load the model in this process (within the memory budget), decide its batching, give
+        it a scheduler. A ``ClusterRegistry`` opens models on replicas instead."""
+        source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
+        plugin = plugin_for(source.format, entry.record.plugin_id)
+        options = self._load_options(entry, source)
+        loop = asyncio.get_running_loop()
+        if self.settings.memory_budget_mb > 0:
+            async with self._budget_lock:
+                await self._make_room(entry, estimate_bytes(source))
+                model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
+        else:
+            model = await loop.run_in_executor(self._load_executor, load_model, plugin, source, options)
         max_rows = entry.option("max_batch_size", self.settings)
         try:
             batching = await loop.run_in_executor(self._load_executor, batch_probe.decide, model,
                                                   entry.record.options.get("batching", "auto"), max_rows)
-        except MLOSError as e:
+        except MLOSError:
             await loop.run_in_executor(self._load_executor, model.unload)
-            entry.state, entry.error = State.FAILED, e.message
-            await self._note_state(entry, e.message)
-            raise ModelUnavailable(f"model {entry.id} failed to load: {e.message}", model_id=entry.id) from e
-        entry.source = source
-        entry.model = model
-        entry.batching = batching
-        entry.cancel = threading.Event()
+            raise
         hook = self.metrics.execution_hook(entry.id) if self.metrics else None
-        entry.scheduler = ModelScheduler(
+        scheduler = ModelScheduler(
             model, self.executor,
             batching=batching.enabled,
             max_batch_size=max_rows,
@@ -441,11 +503,7 @@ class Registry:
             instances=instances_for(entry.option("instances", self.settings), model),
             on_execution=hook,
         )
-        entry.error = None
-        entry.state = State.READY
-        entry.last_used = time.monotonic()
-        await self._note_state(entry)
-        log.info("loaded %s (%s, %.1f MB)", entry.id, source.format, entry.memory_bytes / 1e6)
+        return source, model, LocalRunner(entry.id, model, scheduler, decision=batching)
 
     def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
         """Register-time options win over the package manifest's ``x-mlos`` settings."""
@@ -464,6 +522,23 @@ class Registry:
 
     async def load(self, model_id: str) -> ModelEntry:
         entry = self.lookup(model_id)
+        await self.ensure_loaded(entry, explicit=True)
+        return entry
+
+    async def reconfigure(self, model_id: str, options: dict[str, Any]) -> ModelEntry:
+        """Change some of a model's options and load it again with them, once the requests it is
+        serving are answered. The new options are stored before they take effect."""
+        entry = self.lookup(model_id)
+        options = validate_options(options)
+        if entry.model is not None:
+            await self._drain(entry)
+        async with entry.lock:
+            record = dataclasses.replace(entry.record, options={**entry.record.options, **options})
+            state = State.REGISTERED if entry.model is not None else entry.state
+            await asyncio.to_thread(self._store.upsert, record, state.value, entry.error)
+            entry.record = record
+            if entry.model is not None:
+                await self._unload(entry, State.REGISTERED, persist=False)
         await self.ensure_loaded(entry, explicit=True)
         return entry
 
@@ -492,18 +567,18 @@ class Registry:
 
     def _detach(self, entry: ModelEntry, state: State):
         """Synchronously take the model away from new requests; the caller awaits the cleanup."""
-        model, scheduler = entry.model, entry.scheduler
-        entry.model = entry.scheduler = None
+        model, runner = entry.model, entry.runner
+        entry.model = entry.scheduler = entry.runner = None
         entry.state = state
-        return model, scheduler
+        return model, runner
 
     async def _unload(self, entry: ModelEntry, state: State, persist: bool = True) -> None:
         model, scheduler = self._detach(entry, state)
         await self._release(entry, model, scheduler, persist)
 
-    async def _release(self, entry, model, scheduler, persist=True) -> None:
-        if scheduler is not None:
-            await scheduler.close()
+    async def _release(self, entry, model, runner, persist=True) -> None:
+        if runner is not None:
+            await runner.close()
         if model is not None:
             await asyncio.get_running_loop().run_in_executor(self._load_executor, model.unload)
         if persist and not entry.removed:
@@ -555,7 +630,7 @@ class Registry:
     @contextlib.asynccontextmanager
     async def use(self, name: str, version: str | None = None) -> AsyncIterator[ModelEntry]:
         """Hold a loaded model for one request; loads it on demand, bounded by ``max_queue``."""
-        entry = self.lookup(name, version)
+        entry = await self.find(name, version)
         self.check_queue(entry)
         entry.pending += 1
         entry.idle.clear()
@@ -568,46 +643,3 @@ class Registry:
             entry.last_used = time.monotonic()
             if entry.pending == 0:
                 entry.idle.set()
-
-
-def _load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
-    """The plugin loads the format; the task layer (tokenizer, pooling, labels, decoding) is
-    attached from the model's directory when the model has no task-level entry points itself."""
-    model = plugin.load(source, options)
-    if not model.tasks:
-        from ..tasks import attach
-
-        folder = source.package_dir or (source.model_path if source.model_path.is_dir() else source.model_path.parent)
-        try:
-            model = attach(model, folder, options.task, chat_template=options.chat_template)
-        except UnprocessableModel as e:
-            if not options.task_from_manifest:
-                raise
-            log.warning("%s: the manifest's task %r does not fit (%s); serving what the directory implies",
-                        folder, options.task, e.message)
-            model = attach(model, folder, None, chat_template=options.chat_template)
-    return model
-
-
-def instances_for(configured: int, model: Model) -> int:
-    """0 means automatic: a batching model keeps one execution busy with whole batches; a model
-    that cannot batch runs two requests at once, so the next one is already in the runtime
-    while the event loop hands the last answer back (measured: benchmarks/, README)."""
-    wanted = configured or (1 if model.metadata.batchable else min(2, os.cpu_count() or 1))
-    return min(wanted, model.max_concurrency) if model.max_concurrency else wanted
-
-
-def _estimate_bytes(source: ModelSource) -> int:
-    p = source.model_path
-    if p.is_file():
-        total = p.stat().st_size
-        for sib in p.parent.glob(p.name + "*"):
-            if sib != p and sib.name.endswith(("_data", ".data")):
-                total += sib.stat().st_size
-        return total
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
-def _framework(source: ModelSource) -> str:
-    fw = ((source.manifest or {}).get("spec") or {}).get("framework") or {}
-    return str(fw.get("name") or {"onnx": "ONNX", "gguf": "GGUF", "safetensors": "SafeTensors"}[source.format])

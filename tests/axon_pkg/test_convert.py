@@ -145,7 +145,12 @@ def test_tiny_bert_sequence_classification(tiny_bert_cls, tmp_path):
 
     assert infer_task(tiny_bert_cls) == "text-classification"
     out = tmp_path / "onnx"
-    r = convert_to_onnx(tiny_bert_cls, out)
+    steps = []
+    r = convert_to_onnx(tiny_bert_cls, out, progress=steps.append)
+    # each step reported as the worker reached it, not only at the end
+    assert steps[0] == "exporting bert to ONNX with optimum (task text-classification)", steps
+    assert steps[1].startswith("exported in ") and steps[2] == "checking the export against PyTorch on a sample input"
+    assert steps[3].startswith("checked in ") and "max abs difference" in steps[3] and len(steps) == 4
     print(f"\n[tiny BERT] {r.seconds:.2f} s, parity {r.parity_max_abs_diff}, "
           f"inputs {_names(r.inputs)}, outputs {_names(r.outputs)}")
     assert r.converted, r.reason

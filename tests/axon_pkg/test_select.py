@@ -2,7 +2,7 @@
 import pytest
 
 from axon_pkg.errors import SelectionError
-from axon_pkg.hub import RemoteFile, select_files
+from axon_pkg.repos.huggingface import RemoteFile, select_files
 
 
 def repo(*paths):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 
@@ -58,12 +59,31 @@ def test_unknown_content_is_named(tmp_path, content, found):
         detect_file(f)
 
 
-def test_truncated_onnx_is_refused(models, tmp_path):
+def test_truncated_onnx_says_so_with_sizes(models, tmp_path):
     data = models.matmul.read_bytes()
     f = tmp_path / "cut.onnx"
     f.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UnprocessableModel, match="not an ONNX"):
+    with pytest.raises(UnprocessableModel) as e:
         detect_file(f)
+    half = len(data) // 2
+    m = re.fullmatch(rf"{re.escape(str(f))}: truncated ONNX model: field 7 \(graph\) at byte 14 needs the file to be "
+                     rf"at least (\d+) bytes, it is {half} \((\d+) bytes missing; an interrupted download or copy\?\)",
+                     e.value.message)
+    assert m, e.value.message
+    need, missing = int(m.group(1)), int(m.group(2))
+    assert need - half == missing and len(data) - 16 < need <= len(data)  # the graph ends just before opset_import
+    # in a directory, the damaged file is named rather than "no model here"
+    d = tmp_path / "pkg"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(data[:-100])
+    (d / "config.json").write_text("{}")
+    with pytest.raises(UnprocessableModel, match=r"model.onnx: truncated ONNX model: .* \(94 bytes missing"):
+        detect(d)
+    # a file that merely starts with an ONNX-like byte is not called a damaged model
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x08\x07" + b"\xff" * 30)
+    with pytest.raises(UnprocessableModel, match="not an ONNX, GGUF or SafeTensors model"):
+        detect_file(odd)
 
 
 def test_directory_picks_model_onnx_among_several(models, tmp_path):

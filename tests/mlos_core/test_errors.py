@@ -196,7 +196,8 @@ async def test_register_truncated_onnx(client, models, tmp_path):
     path = tmp_path / "truncated.onnx"
     path.write_bytes(models.matmul.read_bytes()[:3000])
     r = await client.post("/v1/models/register", json={"model_id": "bad/trunc@1", "path": str(path)})
-    await expect_error(r, 422, "model_load_failed", contains=(str(path),))
+    body = await expect_error(r, 422, "model_load_failed", contains=(str(path), "truncated ONNX model"))
+    assert "it is 3000 (" in body["message"] and body["message"].endswith("; nothing was registered")
     await still_serves(client, models)
 
 
@@ -235,7 +236,8 @@ async def test_lazy_load_failure_is_503_with_retry_after(serving, models, tmp_pa
     assert listing["bad/broken@1"]["status"] == "failed"
     assert "NoSuchOperator" in listing["bad/broken@1"]["error"]
     index = {e["name"]: e for e in await (await client.post("/v2/repository/index")).json()}
-    assert index["bad/broken@1"]["state"] == "FAILED" and "NoSuchOperator" in index["bad/broken@1"]["reason"]
+    row = index["bad/broken"]
+    assert row["state"] == "UNAVAILABLE" and row["reason"].startswith("failed: ") and "NoSuchOperator" in row["reason"]
     await still_serves(client, models)
 
 
@@ -305,4 +307,104 @@ async def test_queue_full(serving, models, silero):
     # once the burst is over the model serves again
     r, body = await one(feeds[0])
     assert r.status == 200, body
+    await still_serves(client, models)
+
+
+# ---- errors a user can act on ------------------------------------------------------------------
+
+async def test_booleans_are_refused_for_numeric_inputs(client, models):
+    r = await client.post(f"/v1/models/{MM_Q}/inference", json={"x": [[True, False] * 32]})
+    await expect_error(r, 400, "invalid_tensor", contains=("tensor 'x': FP32 expects numbers, got booleans",))
+    r = await client.post(f"/v2/models/{MM_Q}/infer", json=v2_x(data=[True] * 64))
+    await expect_error(r, 400, "invalid_tensor", contains=("FP32 expects numbers, got booleans",))
+    await still_serves(client, models)
+
+
+async def test_inputs_disagreeing_on_a_named_dimension(client, models):
+    """input_ids and attention_mask both declare [batch, sequence]: one length each is a 400
+    naming both, before the runtime fails somewhere inside the graph."""
+    r = await client.post(f"/v1/models/{TOK_Q}/inference", json={"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1, 1, 1]]})
+    body = await expect_error(r, 400, "invalid_tensor")
+    assert body["message"] == ("inputs 'input_ids' and 'attention_mask' must agree on dimension 'sequence' (axis 1 of "
+                               "'input_ids', axis 1 of 'attention_mask'): 'input_ids' has 3, 'attention_mask' has 4; "
+                               "shapes [1, 3] and [1, 4]")
+    await still_serves(client, models)
+
+
+async def test_runtime_failure_is_one_sentence_with_detail(serving, models, tmp_path, capfd):
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"], name="add")], "unnamed",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, None]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, None])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "add.onnx"))
+    client = await serving({MM: models.matmul, "test/add@1": tmp_path / "add.onnx"})
+    r = await client.post("/v1/models/test%2Fadd%401/inference", json={"a": [[1.0, 2.0, 3.0]], "b": [[1.0] * 4]})
+    body = await expect_error(r, 400, "inference_failed")
+    assert body["message"] == ("model test/add@1: the inputs' shapes do not fit together in its Add node 'add': a "
+                               "dimension of 3 meets one of 4 (inputs: 'a' [1, 3], 'b' [1, 4])")
+    assert "Attempting to broadcast an axis by a dimension other than 1. 3 by 4" in body["detail"]
+    assert "[E:onnxruntime" not in capfd.readouterr().err
+    await still_serves(client, models)
+
+
+async def test_model_with_a_non_tensor_output_serves_the_others(serving, models, tmp_path):
+    from .. import onnx_models
+
+    client = await serving({MM: models.matmul, "sk/clf@1": onnx_models.zipmap_classifier(tmp_path / "clf.onnx")})
+    x = {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [0.1, 0.9, 0.8, 0.2]}
+    r = await client.post("/v2/models/sk%2Fclf%401/infer", json={"inputs": [x]})
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [2], "data": [1, 0]}]
+    r = await client.post("/v2/models/sk%2Fclf%401/infer", json={"inputs": [x], "outputs": [{"name": "probabilities"}]})
+    await expect_error(r, 400, "invalid_tensor", contains=(
+        "output 'probabilities' is not available: its type seq(map(int64,tensor(float))) is not a tensor",
+        "options={'zipmap': False}", "the model's outputs are 'label'"))
+    meta = await (await client.get("/v2/models/sk%2Fclf%401")).json()
+    assert [o["name"] for o in meta["outputs"]] == ["label"]
+    assert meta["parameters"]["unavailable_outputs"][0]["name"] == "probabilities"
+    model = await (await client.get("/v1/models/sk%2Fclf%401")).json()
+    assert model["unavailable_outputs"][0]["type"] == "seq(map(int64,tensor(float)))"
+
+
+async def test_failed_registration_is_replaced_and_the_422_says_what_was_kept(client, models, tmp_path, caplog):
+    bad = unloadable_onnx(tmp_path / "broken.onnx")
+    with caplog.at_level("WARNING", logger="mlos_core.registry.registry"):
+        r = await client.post("/v1/models/register", json={"model_id": "me/model@1", "path": str(bad)})
+    body = await expect_error(r, 422, "model_load_failed", contains=("NoSuchOperator",))
+    assert body["message"].endswith("The registration is kept in state failed with this reason (GET /v1/models/{id}); "
+                                    "register me/model@1 again with a corrected path to replace it, or DELETE it")
+    assert any(rec.levelname == "WARNING" and "model me/model@1 failed to load from" in rec.getMessage()
+               and "NoSuchOperator" in rec.getMessage() for rec in caplog.records)
+    kept = await (await client.get("/v1/models/me%2Fmodel%401")).json()
+    assert kept["state"] == "failed" and "NoSuchOperator" in kept["error"]
+    # the corrected path replaces the failed entry: no 409
+    r = await client.post("/v1/models/register", json={"model_id": "me/model@1", "path": str(models.matmul)})
+    body = await r.json()
+    assert r.status == 200 and body["state"] == "ready" and body["created"] is True, body
+    r = await client.post("/v1/models/me%2Fmodel%401/inference", json={"x": X.tolist()})
+    assert r.status == 200
+    # a ready model is still protected: another path is a conflict
+    r = await client.post("/v1/models/register", json={"model_id": "me/model@1", "path": str(models.tokens)})
+    await expect_error(r, 409, "conflict")
+    # a replacement that cannot even be read leaves the failed entry as it was, and says so
+    r = await client.post("/v1/models/register", json={"model_id": "me/other@1", "path": str(bad)})
+    assert r.status == 422
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"junk")
+    r = await client.post("/v1/models/register", json={"model_id": "me/other@1", "path": str(junk)})
+    await expect_error(r, 422, contains=("the earlier registration of me/other@1 (failed) is unchanged",))
+    assert (await (await client.get("/v1/models/me%2Fother%401")).json())["path"] == str(bad)
+
+
+async def test_bad_gguf_header_is_named_with_llama_cpp_words_in_detail(client, models, tmp_path):
+    bad = tmp_path / "future.gguf"
+    bad.write_bytes(b"GGUF" + (99).to_bytes(4, "little") + bytes(64))
+    r = await client.post("/v1/models/register", json={"model_id": "me/future@1", "path": str(bad)})
+    body = await expect_error(r, 422, "model_load_failed", contains=(
+        "GGUF model future.gguf could not be loaded: its GGUF version is newer than this llama.cpp reads",))
+    assert "version 99" in body["detail"]
     await still_serves(client, models)

@@ -96,7 +96,23 @@ def test_load_errors(tmp_path, gemma_path):
     broken.write_bytes(gemma_path.read_bytes()[:1_000_000])
     with pytest.raises(UnprocessableModel) as e:
         GgufPlugin().load(ModelSource(broken, "gguf"), LoadOptions())
-    assert e.value.message == "llama.cpp could not load broken.gguf: gguf_init_from_reader: failed to read key-value pairs"
+    assert e.value.message == ("GGUF model broken.gguf could not be loaded: the file is truncated or corrupt "
+                               "(1000000 bytes): download or copy it again")
+    assert e.value.detail == "gguf_init_from_reader: failed to read key-value pairs"  # llama.cpp's own words
+    newer = tmp_path / "newer.gguf"
+    newer.write_bytes(b"GGUF" + (99).to_bytes(4, "little") + bytes(64))
+    with pytest.raises(UnprocessableModel) as e:
+        GgufPlugin().load(ModelSource(newer, "gguf"), LoadOptions())
+    assert e.value.message == ("GGUF model newer.gguf could not be loaded: its GGUF version is newer than this "
+                               "llama.cpp reads: update llama-cpp-python or re-convert the model")
+    assert "version 99" in e.value.detail
+    half = tmp_path / "half.gguf"
+    half.write_bytes(gemma_path.read_bytes()[: gemma_path.stat().st_size // 2])
+    with pytest.raises(UnprocessableModel) as e:
+        GgufPlugin().load(ModelSource(half, "gguf"), LoadOptions())
+    assert e.value.message.endswith("the file is truncated or corrupt "
+                                    f"({gemma_path.stat().st_size // 2} bytes): download or copy it again")
+    assert "not within the file bounds" in e.value.detail
     with pytest.raises(BadRequest) as e:
         GgufPlugin().load(ModelSource(gemma_path, "gguf"), LoadOptions(extra={"n_ctx": "lots"}))
     assert e.value.message == "option n_ctx must be a positive integer, got 'lots'"

@@ -288,3 +288,46 @@ async def test_plugins_lists_onnxruntime(app_factory):
         assert onnx[0]["format"] == "onnx"
         assert onnx[0]["version"] == onnxruntime.__version__
         assert body["total"] == len(body["plugins"])
+
+
+# ---- the seeds' own calls ---------------------------------------------------------------------
+
+async def test_seed_calls_dash_form_health_405_and_model_state(serving, models):
+    client = await serving({"hf/distilgpt2@latest": models.matmul})
+    # the seeds' E2E example: the dash form of hf/distilgpt2@latest, on the plain path
+    r = await client.post("/models/hf-distilgpt2@latest/inference", json={"x": x_row().tolist()})
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["model_id"] == "hf/distilgpt2@latest"
+    np.testing.assert_allclose(np.array(body["outputs"]["y"]), x_row() @ models.matmul_w, rtol=1e-5, atol=1e-4)
+    r = await client.get("/v1/models/hf-distilgpt2")
+    assert r.status == 200 and (await r.json())["id"] == "hf/distilgpt2@latest"
+    # /v1/health beside /v1/stats
+    health = await (await client.get("/v1/health")).json()
+    assert health["status"] == "healthy" and health["models"]["ready"] == 1
+    plain = await (await client.get("/health")).json()
+    assert {k: v for k, v in plain.items() if k != "uptime_seconds"} == \
+           {k: v for k, v in health.items() if k != "uptime_seconds"}
+    # a known route with the wrong method: 405 and Allow, not "not registered"
+    for method, path, allow in (("GET", f"/v1/models/{q('hf/distilgpt2@latest')}/inference", "POST"),
+                                ("GET", "/models/hf-distilgpt2@latest/inference", "POST"),
+                                ("DELETE", f"/v1/models/{q('hf/distilgpt2@latest')}/inference", "POST"),
+                                ("GET", "/v1/models/register", "POST"), ("GET", "/v1/models/scan", "POST"),
+                                ("GET", f"/v2/models/{q('hf/distilgpt2@latest')}/infer", "POST"),
+                                ("PUT", f"/v1/models/{q('hf/distilgpt2@latest')}", None),
+                                ("GET", "/v2/repository/index", None)):
+        r = await client.request(method, path)
+        body = await r.json()
+        assert r.status == 405, (method, path, body)
+        assert body["code"] == "method_not_allowed" and f"method {method} is not allowed" in body["message"]
+        if allow:
+            assert r.headers["Allow"] == allow
+    # GET /v1/models/{id}: "status" is the call's, the model's state is "state"
+    body = await (await client.get(f"/v1/models/{q('hf/distilgpt2@latest')}")).json()
+    assert body["status"] == "success" and body["state"] == "ready" and body["model"]["status"] == "ready"
+
+
+async def test_dash_form_that_names_two_models_is_not_guessed(serving, models):
+    client = await serving({"a/b-c@1": models.matmul, "a-b/c@1": models.matmul})
+    r = await client.post("/v1/models/a-b-c@1/inference", json={"x": x_row().tolist()})
+    assert r.status == 404 and (await r.json())["model_id"] == "a-b-c@1"

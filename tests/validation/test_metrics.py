@@ -128,7 +128,7 @@ def test_errors_inside_lists_name_the_index(tmp_path):
 
 
 @pytest.mark.parametrize("version, expected", [
-    ("2.0", "schema_version 2.0 is major 2; this validator reads major 1 (1.x, written as 1.0)"),
+    ("2.0", "schema_version 2.0 is major 2; this validator reads major 1 (1.x, written as 1.1)"),
     ("0.9", "schema_version 0.9 is major 0; this validator reads major 1"),
     ("one", "schema_version 'one' is not MAJOR.MINOR"),
     (None, "no schema_version field; this validator reads schema 1.x files only"),

@@ -11,7 +11,7 @@ from validation import metrics
 from validation.report import render_html, svg
 from validation.report.cli import main as report_main
 from validation.report.format import ms
-from validation.results import latest_summary
+from validation.results import SCHEMA_VERSION, latest_summary
 
 from . import run_data as rd
 from .test_metrics import write_run
@@ -19,7 +19,8 @@ from .test_metrics import write_run
 SECTIONS = {"summary": "Summary", "warnings": "Warning signs", "versions": "Versions", "hardware": "Hardware",
             "resources": "Resource usage", "setup": "Install & set-up times",
             "latency": "Inference latency per model", "categories": "Status by category",
-            "comparison": "Kernel vs userspace", "models": "Models"}
+            "comparison": "Kernel vs userspace", "baseline": "Against the baseline", "history": "History over releases",
+            "quantisation": "Quantised variants", "models": "Models"}
 
 
 class Sections(HTMLParser):
@@ -237,10 +238,10 @@ def test_cli_merges_run_dirs(tmp_path, capsys):
 def test_cli_refuses_a_file_of_another_major_version(tmp_path, capsys):
     d = write_run(tmp_path / "run", "userspace")
     latest = d / "metrics" / "latest.json"
-    latest.write_text(latest.read_text().replace('"schema_version": "1.0"', '"schema_version": "2.1"', 1))
+    latest.write_text(latest.read_text().replace(f'"schema_version": "{SCHEMA_VERSION}"', '"schema_version": "2.1"', 1))
     assert report_main(["--in", str(d), "--out", str(tmp_path / "r.html")]) == 2
     assert capsys.readouterr().err == (f"report: {latest}: schema_version 2.1 is major 2; this validator reads "
-                                       "major 1 (1.x, written as 1.0); use an mlos-py that reads major 2\n")
+                                       "major 1 (1.x, written as 1.1); use an mlos-py that reads major 2\n")
     assert not (tmp_path / "r.html").exists()
 
 

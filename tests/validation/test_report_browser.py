@@ -15,10 +15,12 @@ from validation import metrics
 from validation.report import write_report
 from validation.report.browser import find_browser, inspect_page_sync
 from validation.report.cli import main as report_main
+from validation.report.releases import attach
 
 from . import run_data as rd
 from .test_metrics import write_run
 from .test_report import SECTIONS
+from .test_report_releases import releases_run
 
 pytestmark = pytest.mark.skipif(
     find_browser() is None,
@@ -44,7 +46,9 @@ def report(tmp_path_factory):
     d = tmp_path_factory.mktemp("browser")
     user = write_run(d / "run-userspace", "userspace")
     kern = write_run(d / "run-kernel", "kernel", comparison=True)
-    html = write_report(metrics.merge_runs([user, kern]), d / "report.html")
+    # with a baseline comparison, a history of two releases and quantised variants (test_report_releases)
+    out, hist = releases_run(d / "releases")
+    html = write_report(attach(metrics.merge_runs([user, kern]), [out], hist), d / "report.html")
     page = inspect_page_sync(html, screenshot=d / "report.png", evaluate={
         "sections": SECTIONS_JS,
         "pwned": "typeof window.__pwned",
@@ -85,6 +89,10 @@ def test_every_section_is_in_the_dom_with_data(report):
     # every category has a model in this run and latest.json was written: nothing says "not measured"
     assert sections["categories"]["missing"] == []
     assert sections["hardware"]["missing"] == [] and sections["resources"]["missing"] == []
+    # across releases and variants: filled, one chart per model and mode over releases, the scatter
+    assert [sections[k]["missing"] for k in ("baseline", "history", "quantisation")] == [[], [], []]
+    assert len(sections["history"]["svgs"]) == 10 and min(sections["history"]["svgs"]) >= 300
+    assert len(sections["quantisation"]["svgs"]) == 1 and sections["quantisation"]["svgs"][0] >= 700
 
 
 def test_hostile_text_is_shown_not_run(report):

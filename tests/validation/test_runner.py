@@ -86,4 +86,29 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert "unknown suite 'nosuch'" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "validation", "frobnicate"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown command 'frobnicate'; choose one of run, report" in proc.stderr
+    assert proc.returncode == 2 and "unknown command 'frobnicate'; choose one of run, report, compare, history" in proc.stderr
+
+
+def test_the_rows_of_the_other_repositories_pass_with_parity_against_their_frameworks(tmp_path):
+    """One offline row per repository besides the Hugging Face Hub: PyTorch Hub (torchvision weights),
+    TF Hub handles on Kaggle Models (a Keras SavedModel), ModelScope (a tiny BERT); each installed by
+    axon-py from its stand-in, served by a real core, compared with the framework called directly."""
+    from axon_pkg.converter_envs import ConverterMissing, python_for
+
+    for kind in ("vision", "tf"):
+        try:
+            python_for(kind)
+        except ConverterMissing as e:
+            pytest.skip(f"{e.message}; make setup-converters builds it")
+    names = ["torchvision-squeezenet", "tfhub-tiny-cnn", "modelscope-bert"]
+    result = run(RunOptions(suite="offline", models=names, mode="userspace", out_dir=tmp_path, repetitions=2,
+                            progress=False))
+    by_name = {r.model_name: r for r in result.results}
+    assert sorted(by_name) == sorted(names)
+    for name, r in by_name.items():
+        assert r.status == "success", (name, {k: (p.status, p.error) for k, p in r.phases.items()})
+        small = r.phases["inference_small"]
+        assert small.parity.passed and small.parity.max_abs_diff < 1e-4, (name, small.parity)
+    assert by_name["torchvision-squeezenet"].phases["inference_small"].parity.reference == "torchvision"
+    assert by_name["tfhub-tiny-cnn"].phases["inference_small"].parity.reference == "tensorflow"
+    assert by_name["modelscope-bert"].phases["inference_small"].parity.reference == "pytorch"

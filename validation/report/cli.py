@@ -2,9 +2,12 @@
 
     python -m validation report --in out/kernel --in out/userspace --out report.html
     python -m validation report --in out --screenshot report.png
+    python -m validation report --in out --history history/      # + comparison.json, quantisation.json
 
 Several ``--in`` are merged (validation.metrics.merge_runs): every model record kept and marked
-with its run, counters recomputed. ``--screenshot`` also opens the written report in headless
+with its run, counters recomputed. The comparison with a baseline (comparison.json) and the
+quantised variants (quantisation.json) are read from the ``--in`` directories, and ``--history``
+adds the releases before. ``--screenshot`` also opens the written report in headless
 Chromium, saves a full-page PNG and fails when the page logged an error.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from ..metrics import MetricsError, merge_runs
 from . import write_report
 from .browser import BrowserError, inspect_page_sync
+from .releases import attach
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
                         "the runner's --out holding one per mode; repeat to merge runs "
                         "(default: validation-results)")
     p.add_argument("--out", help="the HTML file to write (default: report.html in the first --in)")
+    p.add_argument("--history", metavar="DIR",
+                   help="past runs, one per release (python -m validation history add): a history section")
     p.add_argument("--screenshot", metavar="PNG", help="also render the report in headless Chromium to PNG")
     return p
 
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     dirs = args.dirs or ["validation-results"]
     try:
-        run = merge_runs(dirs)
+        run = attach(merge_runs(dirs), dirs, args.history)
     except MetricsError as e:
         print(f"report: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ from collections import Counter
 
 from ..results import CATEGORIES, PHASES
 from . import svg
-from .checks import warning_signs
+from . import releases
+from .checks import SEVERITY_ORDER, warning_signs
 from .format import NOT_MEASURED, interval, is_num, label, ms, num, pct, size, speedup
 
 BLUE, AMBER, GREEN, VIOLET, SKY, ORANGE, GREY = ("#2563eb", "#d97706", "#059669", "#7c3aed",
@@ -239,7 +240,9 @@ def build(run: dict) -> dict:
         "generated_at": s["generated_at"], "runs": s.get("runs") or [], "dirs": run["dirs"],
         "notes": run.get("notes", []), "schema_version": s["schema_version"],
         "cards": summary_cards(s),
-        "warnings": warning_signs(s, run.get("comparison"), run["dirs"]),
+        "warnings": sorted(warning_signs(s, run.get("comparison"), run["dirs"])
+                           + releases.warnings(run.get("baseline_comparison")),
+                           key=lambda w: SEVERITY_ORDER.index(w["severity"])),
         "versions": {"rows": key_values(versions, {}), "per_run": per_run_table(versions, {}),
                      "missing": None if versions else _why_no_latest(run, "component versions")},
         "hardware": {"rows": key_values(hardware, HARDWARE_FORMATS),
@@ -247,5 +250,8 @@ def build(run: dict) -> dict:
                      "missing": None if hardware else _why_no_latest(run, "hardware")},
         "resources": resources(run), "setup": setup(run, many), "latency": latency(run, many),
         "categories": categories(s["models"], many), "comparison": comparison(run),
+        "baseline": releases.baseline_view(run.get("baseline_comparison"), run["dirs"]),
+        "history": releases.history_view(run.get("history"), run.get("history_missing")),
+        "quantisation": releases.quantisation_view(run.get("quantisation"), run["dirs"]),
         "models": models_table(s["models"], many), "phases": PHASES, "num": num,
     }

@@ -74,6 +74,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(fuzz_target,
     with capsys.disabled():
         print(f"\nschemathesis: {summary}")
     assert done.returncode == 0, done.stdout[-6000:]
+    # schemathesis does not test the document it reads (GET /openapi.json): every other operation
     assert summary["operations_tested"] == summary["operations"] == len(
         [1 for path, ops in document()["paths"].items() for m in ops if m in ("get", "post", "delete")
          and path != "/openapi.json"])

@@ -148,7 +148,7 @@ def test_model_and_repository_calls(triton):
     meta = triton.get_model_metadata(ID)
     assert meta["name"] == ID and meta["platform"] == "onnxruntime_onnx"
     assert {"name": "in_BYTES", "datatype": "BYTES", "shape": [-1, -1]} in meta["inputs"]
-    assert triton.get_model_metadata("test/identity", model_version="1") == meta
+    assert triton.get_model_metadata("test/identity", model_version="1") == {**meta, "name": "test/identity"}
     config = triton.get_model_config(MM)
     assert config["max_batch_size"] == 32 and config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [64]}]
     assert config["dynamic_batching"]["priority_levels"] == 10
@@ -159,10 +159,10 @@ def test_model_and_repository_calls(triton):
     stats = triton.get_inference_statistics(MM)["model_stats"][0]
     assert stats["name"] == MM and stats["inference_count"] == 1 and stats["execution_count"] == 1
     assert stats["inference_stats"]["success"]["count"] == 1
-    assert {s["name"] for s in triton.get_inference_statistics()["model_stats"]} == {ID, MM}
+    assert {s["name"] for s in triton.get_inference_statistics()["model_stats"]} == {"test/identity", "test/matmul"}
 
-    index = {m["name"]: m["state"] for m in triton.get_model_repository_index()}
-    assert index == {ID: "READY", MM: "READY"}
+    index = {(m["name"], m["version"]): m["state"] for m in triton.get_model_repository_index()}
+    assert index == {("test/identity", "1"): "READY", ("test/matmul", "1"): "READY"}
     triton.unload_model(MM)
     assert not triton.is_model_ready(MM)
     triton.load_model(MM)
@@ -170,7 +170,7 @@ def test_model_and_repository_calls(triton):
 
     with pytest.raises(InferenceServerException) as e:
         triton.get_model_metadata("no/such@model")
-    assert e.value.status() == "404" and e.value.message() == "model 'no/such@model' is not registered"
+    assert e.value.status() == "404" and e.value.message() == "Request for unknown model: 'no/such@model' is not found"
     with pytest.raises(InferenceServerException) as e:
         triton.infer(MM, [x], sequence_id=7)
     assert e.value.status() == "400" and "does not support sequences (sequence_id 7 given)" in e.value.message()

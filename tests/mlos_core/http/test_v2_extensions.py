@@ -1,9 +1,11 @@
 """Model configuration, statistics, logging and trace settings, as Triton's clients read them."""
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
+import pytest
 
 MM, MM_Q = "test/matmul@1", "test%2Fmatmul%401"
 
@@ -33,9 +35,9 @@ async def test_config_of_a_batching_model(serving, models):
                                      "allow_timeout_override": True, "max_queue_size": 256},
         },
     }
-    assert await (await client.get("/v2/models/test%2Fmatmul/versions/1/config")).json() == config
+    assert await (await client.get("/v2/models/test%2Fmatmul/versions/1/config")).json() == {**config, "name": "test/matmul"}
     r = await client.get("/v2/models/nope/config")
-    assert r.status == 404 and (await r.json())["error"] == "model 'nope' is not registered"
+    assert r.status == 404 and (await r.json())["error"] == "Request for unknown model: 'nope' is not found"
 
 
 async def test_config_of_a_model_that_does_not_batch(serving, models):
@@ -71,9 +73,10 @@ async def test_statistics_in_the_protocol_shape(serving, models):
     assert [(b["batch_size"], b["compute_infer"]["count"]) for b in s["batch_stats"]] == [(1, 1), (3, 1)]
     assert all(b["compute_infer"]["ns"] > 0 for b in s["batch_stats"])
     all_stats = (await (await client.get("/v2/models/stats")).json())["model_stats"]
-    assert {m["name"] for m in all_stats} == {MM, "test/tokens@1"}
-    assert next(m for m in all_stats if m["name"] == "test/tokens@1")["inference_count"] == 0
-    assert (await (await client.get("/v2/models/test%2Fmatmul/versions/1/stats")).json())["model_stats"] == [s]
+    assert {(m["name"], m["version"]) for m in all_stats} == {("test/matmul", "1"), ("test/tokens", "1")}
+    assert next(m for m in all_stats if m["name"] == "test/tokens")["inference_count"] == 0
+    by_name = (await (await client.get("/v2/models/test%2Fmatmul/versions/1/stats")).json())["model_stats"]
+    assert by_name == [{**s, "name": "test/matmul"}]
     assert (await client.get("/v2/models/nope/stats")).status == 404
 
 
@@ -110,11 +113,69 @@ async def test_trace_settings_say_off_and_refuse_tracing(serving, models):
         assert (await client.post(path, json={"trace_level": ["OFF"]})).status == 200
 
 
-async def test_load_with_a_new_config_is_refused(serving, models):
+async def test_load_with_a_config_override_applies_it(serving, models):
+    client = await serving({MM: models.matmul}, max_batch_size=32, instances=1)
+    load = f"/v2/repository/models/{MM_Q}/load"
+    # Triton's example sends the numbers as strings, as protobuf's JSON form may
+    override = {"max_batch_size": "16", "dynamic_batching": {"max_queue_delay_microseconds": 250,
+                                                            "default_queue_policy": {"max_queue_size": 9}},
+                "instance_group": [{"kind": "KIND_CPU", "count": 2}],
+                "parameters": {"intra_op_thread_count": {"string_value": "1"}}}
+    r = await client.post(load, json={"parameters": {"config": json.dumps(override)}})
+    assert r.status == 200, await r.text()
+    config = await (await client.get(f"/v2/models/{MM_Q}/config")).json()
+    assert config["max_batch_size"] == 16
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 250
+    assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 9
+    assert config["instance_group"][0]["count"] == 2
+    # persisted as the model's options, and the reloaded model serves with them
+    model = await (await client.get(f"/v1/models/{MM_Q}")).json()
+    assert model["options"] == {"max_batch_size": 16, "max_batch_delay_us": 250, "max_queue": 9, "instances": 2,
+                                "intra_op_threads": 1}
+    x = np.ones((2, 64), np.float32)
+    r = await client.post(f"/v2/models/{MM_Q}/infer", json={"inputs": [x_input(2)]})
+    assert r.status == 200
+    np.testing.assert_allclose(np.asarray((await r.json())["outputs"][0]["data"]).reshape(2, 64),
+                               x @ models.matmul_w, rtol=1e-5, atol=1e-4)
+    # the configuration read back, with one field changed, is a valid override
+    config["max_batch_size"] = 8
+    r = await client.post(load, json={"parameters": {"config": json.dumps(config)}})
+    assert r.status == 200, await r.text()
+    assert (await (await client.get(f"/v2/models/{MM_Q}/config")).json())["max_batch_size"] == 8
+    # 0 turns batching off
+    r = await client.post(load, json={"parameters": {"config": '{"max_batch_size": 0}'}})
+    config = await (await client.get(f"/v2/models/{MM_Q}/config")).json()
+    assert r.status == 200 and config["max_batch_size"] == 0 and "dynamic_batching" not in config
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [-1, 64]}]
+
+
+@pytest.mark.parametrize("config,message", [
+    ('"parameters": {"config": {{"max_batch_size": "16"}}}', "the configuration override is not valid JSON"),
+    ('[16]', "the configuration override must be a JSON object"),
+    ('{"max_batch_size": "many"}', "max_batch_size must be an integer >= 0, got 'many'"),
+    ('{"backend": "tensorrt"}', "'backend' cannot be changed here (it is \"onnxruntime\")"),
+    ('{"instance_group": [{"kind": "KIND_GPU", "count": 1}]}', "instance_group kind 'KIND_GPU' is not available"),
+    ('{"parameters": {"gpu_mem_limit": {"string_value": "1"}}}', "parameter 'gpu_mem_limit' is not known here"),
+    ('{"sequence_batching": {}}', "'sequence_batching' cannot be changed here"),
+])
+async def test_load_with_an_override_the_core_cannot_honour_fails(serving, models, config, message):
     client = await serving({MM: models.matmul})
-    r = await client.post(f"/v2/repository/models/{MM_Q}/load", json={"parameters": {"config": "{}"}})
-    assert r.status == 400
-    assert (await r.json())["error"].startswith("loading a model with a new configuration or files is not supported")
+    r = await client.post(f"/v2/repository/models/{MM_Q}/load", json={"parameters": {"config": config}})
+    body = await r.json()
+    assert r.status == 400, body
+    assert body["error"].startswith(f"failed to load '{MM}': ") and message in body["error"], body["error"]
+    # nothing changed, and the model serves on
+    assert (await (await client.get(f"/v2/models/{MM_Q}/config")).json())["max_batch_size"] == 32
+    assert (await client.post(f"/v2/models/{MM_Q}/infer", json={"inputs": [x_input()]})).status == 200
+
+
+async def test_load_override_of_a_model_that_cannot_batch(serving, silero):
+    client = await serving({"silero/vad@6": silero})
+    r = await client.post("/v2/repository/models/silero%2Fvad%406/load", json={"parameters": {"config": '{"max_batch_size": 4}'}})
+    body = await r.json()
+    assert r.status == 400 and "needs a model whose every input and output has a dynamic first dimension" in body["error"]
+    r = await client.post("/v2/repository/models/silero%2Fvad%406/load", json={"parameters": {"file:1/model.onnx": "AAAA"}})
+    assert r.status == 400 and "model files sent with the load request" in (await r.json())["error"]
 
 
 async def test_server_metadata_lists_the_extensions(app_factory):

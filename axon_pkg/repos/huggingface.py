@@ -1,4 +1,4 @@
-"""The Hugging Face Hub adapter, on ``huggingface_hub``.
+"""The Hugging Face Hub adapter (``hf/``), on ``huggingface_hub``.
 
 It resolves a revision to an immutable commit, chooses the files a runtime needs, and
 downloads them through ``hf_hub_download`` (which resumes interrupted downloads from its
@@ -10,14 +10,14 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import HubError, SelectionError
-from .refs import Ref
+from ..errors import HubError, SelectionError
+from ..refs import Ref
+from .base import GGUF, ONNX, SAFETENSORS, RemoteFile, Resolved, Selection
 
-GGUF, ONNX, SAFETENSORS = "gguf", "onnx", "safetensors"
+NAMESPACE, NAME = "hf", "Hugging Face Hub"
 DEFAULT_QUANT = "Q4_K_M"
 
 # Files that describe or pre-process a model: always taken along with its weights when present.
@@ -34,32 +34,9 @@ REFUSED = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.joblib", 
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\.gguf$")
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str
-    size: int | None
-    sha256: str | None  # the LFS oid when the hub gives it
-
-
-@dataclass(frozen=True)
-class Resolved:
-    repo: str
-    requested: str
-    commit: str
-    files: list[RemoteFile]
-    info: dict  # license, tags, pipeline tag, library
-
-
-@dataclass(frozen=True)
-class Selection:
-    format: str  # what was downloaded: gguf | onnx | safetensors
-    files: list[RemoteFile]
-    note: str
-
-
 def endpoint() -> str:
     """``HF_ENDPOINT`` wins over ``hub.endpoint`` in ~/.axon/config.yaml."""
-    from . import config
+    from .. import config
 
     return str(os.environ.get("HF_ENDPOINT") or config.get("hub.endpoint")).rstrip("/")
 
@@ -72,7 +49,7 @@ def timeout_s() -> float:
     """Seconds any hub call may wait for an answer: ``HF_HUB_ETAG_TIMEOUT`` (huggingface_hub's own
     setting for metadata calls) wins over ``hub.timeout``; downloads also honour
     ``HF_HUB_DOWNLOAD_TIMEOUT`` between bytes, which huggingface_hub reads itself."""
-    from . import config
+    from .. import config
 
     raw = os.environ.get("HF_HUB_ETAG_TIMEOUT") or config.get("hub.timeout")
     try:
@@ -135,7 +112,14 @@ def resolve(ref: Ref) -> Resolved:
         "pipeline_tag": info.pipeline_tag,
         "library_name": getattr(info, "library_name", None),
     }
-    return Resolved(ref.repo, ref.revision, info.sha, files, details)
+    source = {"hub": "huggingface", "endpoint": endpoint(), "repo": ref.repo, "requested_ref": ref.revision,
+              "resolved_commit": info.sha}
+    return Resolved(ref.repo, ref.revision, info.sha, files, details, source)
+
+
+def select(resolved: Resolved, fmt: str = "auto", selector: str | None = None,
+           wanted_file: str | None = None) -> Selection:
+    return select_files(resolved.files, fmt, selector, wanted_file)
 
 
 def _matches(path: str, patterns: list[str]) -> bool:

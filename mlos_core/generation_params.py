@@ -1,10 +1,10 @@
-"""Generation parameters from a request body: one parser for the MLOS and OpenAI APIs."""
+"""Generation parameters from a request: one parser for the MLOS, OpenAI and Open Inference APIs."""
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import BadRequest
-from ..smi import GenerationParams
+from .errors import BadRequest
+from .smi import GenerationParams
 
 MAX_STOP = 16
 
