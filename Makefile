@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-seq2seq bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline kmod kmod-test clean
+.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-llm-serving bench-seq2seq bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline bench-tune kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(PY):
 # to serve them, so it is installed without them. llama-cpp-python compiles llama.cpp for a
 # generic x86-64 (GGML_NATIVE=OFF) so the wheel pip caches runs on any machine of this kind.
 $(STAMP): pyproject.toml | $(PY)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,ray,repos]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test,gpu,convert,gguf,ray,repos,tune]'
 	$(PIP) install -q --no-deps 'silero-vad==6.2.3'
 	touch $(STAMP)
 
@@ -115,9 +115,24 @@ bench-safety: setup
 		--benchmark-json=$(BENCH_DIR)/safety.json -q
 	$(PY) -m benchmarks.report_safety $(BENCH_DIR)/safety.json
 
+# mlos-tune on the demo models (MatMul, Silero VAD, Gemma GGUF): the tuned configuration against the
+# default in each tuning's final round, interleaved, with 95% intervals; reports and their screenshots
+# under benchmarks/results/tune/ (MLOS_BENCH_TUNE_* knobs: benchmarks/test_tune.py).
+bench-tune: setup browser
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m pytest benchmarks/test_tune.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/tune.json -q
+	$(PY) -m benchmarks.report_tune $(BENCH_DIR)/tune.json
+	@for d in $(BENCH_DIR)/tune/*/; do \
+		$(PY) -m mlos_tune report $$d --screenshot $$d/report.png || true; done
+
+# LLM serving next to llama.cpp's llama-server, built once from the llama.cpp sources vendored in the
+# installed llama-cpp-python's sdist (about 12 minutes on 2 cores; cached under ~/.cache/mlos-bench).
+# bench-llm-serving runs only the many-clients part (benchmarks/test_llm_serving.py).
 bench-llm: setup
 	mkdir -p $(BENCH_DIR)
-	$(PY) -m pytest benchmarks/test_llm.py -p no:cacheprovider --benchmark-only \
+	$(PY) -m benchmarks.peers.llama_server
+	$(PY) -m pytest benchmarks/test_llm.py benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/llm.json -q
 	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
 
@@ -130,6 +145,13 @@ bench-seq2seq: setup
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest benchmarks/test_seq2seq.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/seq2seq.json -q
 	$(PY) -m benchmarks.report_seq2seq $(BENCH_DIR)/seq2seq.json
+
+bench-llm-serving: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m benchmarks.peers.llama_server
+	$(PY) -m pytest benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/llm-serving.json -q
+	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm-serving.json
 
 # The baseline comparison's false-alarm rate and power: the validator run MLOS_BENCH_BASE_RUNS times
 # (6) on the same code and MLOS_BENCH_BASE_SLOWED times (2) with its core slowed from outside, every

@@ -4,8 +4,11 @@ JSON only.
     python -m benchmarks.report_llm benchmarks/results/llm.json
 
 Tables: Gemma generation tokens/s (core vs llama-cpp-python direct), streamed TTFT, 4 concurrent
-chat clients, MiniLM embeddings sentences/s (core vs sentence-transformers), then the ratios
-against the issue's targets: core/direct generation >= 0.95x, core/sentence-transformers >= 1.5x.
+chat clients, MiniLM embeddings sentences/s (core vs sentence-transformers), many clients on one
+LLM (core vs llama.cpp's llama-server vs llama-cpp-python direct, benchmarks/test_llm_serving.py),
+TTFT with a repeated system prompt, then the ratios against the targets: core/direct generation
+>= 0.95x, core/sentence-transformers >= 1.5x, core/llama-server aggregate tok/s >= 1.0x at 4
+clients and >= 0.95x at 1, TTFT p50 <= 1.5x llama-server's at 4 clients, prompt cache TTFT gain >= 3x.
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ from .report import cli
 
 GENERATION_TARGET = 0.95
 EMBEDDING_TARGET = 1.5
+SCALING_TPS_TARGETS = {1: 0.95, 4: 1.0}  # core / llama-server aggregate tokens/s, by clients
+SCALING_TTFT_TARGET = (4, 1.5)  # at 4 clients, core TTFT p50 at most 1.5x llama-server's
+PREFIX_GAIN_TARGET = 3.0
 
 
 def load(path: str) -> tuple[dict[str, dict], dict]:
@@ -30,8 +36,57 @@ def load(path: str) -> tuple[dict[str, dict], dict]:
     return found, doc.get("machine_info") or {}
 
 
-def _verdict(value: float, target: float) -> str:
-    return "PASS" if value >= target else "MISS"
+def _verdict(value: float, target: float, at_most: bool = False) -> str:
+    return "PASS" if (value <= target if at_most else value >= target) else "MISS"
+
+
+def _serving(found: dict[str, dict], targets: list) -> list[str]:
+    out = []
+    sc = found.get("llm_scaling")
+    if sc:
+        pts = sc["points"]
+        out += ["", f"### Many clients on one LLM: {sc['slots']} slots, {sc['threads']} threads, n_ctx {sc['n_ctx']}, "
+                f"{sc['requests_per_client']} streamed /v1/completions of {sc['max_tokens']} greedy tokens per client",
+                "", "| clients | server | aggregate tok/s | TTFT p50 ms | TTFT p90 ms | latency p50 ms | tokens |",
+                "|---:|---|---:|---:|---:|---:|---:|"]
+        for c in sc["clients"]:
+            for name in ("llama-server", "mlos-core", "llama-cpp-python"):
+                p = pts.get(name, {}).get(str(c))
+                if p:
+                    out.append(f"| {c} | {name} | {p['aggregate_tps']:.1f} | {p['ttft_ms_p50']:.0f} | "
+                               f"{p['ttft_ms_p90']:.0f} | {p['latency_ms_p50']:.0f} | {p['tokens']} |")
+        la = sc.get("load_average")
+        if la:
+            out.append(f"\nLoad average at the end of the run: {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} (1/5/15 min).")
+        ratios = sc["core_vs_llama_server"]
+        for c, target in SCALING_TPS_TARGETS.items():
+            if str(c) in ratios:
+                targets.append((f"aggregate tok/s at {c} client{'s' if c > 1 else ''}, core / llama-server",
+                                ratios[str(c)]["tps"], target,
+                                f"{pts['mlos-core'][str(c)]['aggregate_tps']:.1f} / "
+                                f"{pts['llama-server'][str(c)]['aggregate_tps']:.1f}", False))
+        c, limit = SCALING_TTFT_TARGET
+        if str(c) in ratios:
+            targets.append((f"TTFT p50 at {c} clients, core / llama-server", ratios[str(c)]["ttft_p50"], limit,
+                            f"{pts['mlos-core'][str(c)]['ttft_ms_p50']:.0f} / "
+                            f"{pts['llama-server'][str(c)]['ttft_ms_p50']:.0f} ms", True))
+    pr = found.get("llm_prefix")
+    if pr:
+        runs = pr["runs"]
+        out += ["", f"### Repeated system prompt ({pr['system_tokens']} tokens), one client, {pr['requests']} "
+                "requests with their own question, 16 tokens out", "",
+                "| server | prompt cache | TTFT p50 ms | TTFT p90 ms | cached tokens per request |", "|---|---|---:|---:|---|"]
+        for key, run in runs.items():
+            name, cache = key.split("/")
+            cached = ", ".join("?" if x is None else str(x) for x in run.get("cached_tokens", []))
+            out.append(f"| {name} | {'on' if cache == 'cache' else 'off'} | {run['ttft_ms_p50']:.0f} | "
+                       f"{run['ttft_ms_p90']:.0f} | {cached} |")
+        out.append(f"\nTTFT gain from the cache: mlos-core {pr['core_cache_gain']:.1f}x, llama-server "
+                   f"{pr['llama_server_cache_gain']:.1f}x.")
+        targets.append(("repeated-prefix TTFT p50, no cache / cache (mlos-core)", pr["core_cache_gain"],
+                        PREFIX_GAIN_TARGET, f"{runs['mlos-core/no-cache']['ttft_ms_p50']:.0f} / "
+                        f"{runs['mlos-core/cache']['ttft_ms_p50']:.0f} ms", False))
+    return out
 
 
 def render(found: dict[str, dict], machine: dict) -> str:
@@ -67,7 +122,7 @@ def render(found: dict[str, dict], machine: dict) -> str:
     c = found.get("gemma_concurrent")
     if c:
         out += ["", f"### {c['clients']} concurrent streamed chat clients x {c['requests_per_client']} requests, "
-                f"max_tokens {c['max_tokens']} (one generation at a time per model: the rest queue)", "",
+                f"max_tokens {c['max_tokens']} (decoded together in the model's slots)", "",
                 "| aggregate tokens/s | single-stream tokens/s | latency p50 ms | latency p90 ms | "
                 "TTFT p50 ms | TTFT p90 ms | requests |",
                 "|---:|---:|---:|---:|---:|---:|---:|",
@@ -89,10 +144,14 @@ def render(found: dict[str, dict], machine: dict) -> str:
         targets.append(("embeddings sentences/s, core (2 clients) / sentence-transformers", e["ratio_c2"],
                         EMBEDDING_TARGET, f"{e['core_c2_sps_median']:.0f} / {e['st_sps_median']:.0f}"))
 
+    out += _serving(found, targets)
+
     if targets:
         out += ["", "### Ratios vs targets", "", "| figure | ratio | target | result |", "|---|---:|---:|---|"]
-        for name, value, target, detail in targets:
-            out.append(f"| {name} | {value:.2f}x ({detail}) | >= {target}x | {_verdict(value, target)} |")
+        for name, value, target, detail, *rest in targets:
+            at_most = bool(rest and rest[0])
+            out.append(f"| {name} | {value:.2f}x ({detail}) | {'<=' if at_most else '>='} {target}x | "
+                       f"{_verdict(value, target, at_most)} |")
     return "\n".join(out)
 
 

@@ -26,6 +26,10 @@ def main(path: str) -> int:
         print(f"\nthroughput at c=32 with --api-key / without: {r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
               f"({r['verdict']}; {x['rounds']} interleaved rounds; medians "
               f"{sorted(x['keyed_rps'])[len(x['keyed_rps']) // 2]:.0f} vs {sorted(x['plain_rps'])[len(x['plain_rps']) // 2]:.0f} req/s)")
+        if "check_us" in x:
+            print(f"the key check itself: {x['check_us']:.2f} us per request, "
+                  f"{100 * x['check_us'] / x['plain_cpu_us_per_request']:.2f}% of the server CPU a keyless request "
+                  f"costs ({x['plain_cpu_us_per_request']:.0f} us)")
     for x in parts.get("batch-probe", []):
         for name, m in x["models"].items():
             print(f"batch probe at load, {name}: register {m['auto_ms']:.0f} ms probed vs {m['off_ms']:.0f} ms not "

@@ -5,7 +5,8 @@
 (2) time to first token of a streamed ``/v1/chat/completions`` (and to the role-only chunk), with
     an in-process streamed ``create_completion`` of the same rendered prompt as reference;
 (3) 4 concurrent chat clients streaming: aggregate tokens/s, per-request latency and TTFT
-    (one GGUF model runs one generation at a time, so the others queue: TTFT includes the queue);
+    (the model's slots decode them together; benchmarks/test_llm_serving.py compares that with
+    llama.cpp's own server at 1 to 8 clients);
 (4) MiniLM sentences/s via ``/v1/embeddings`` in batches of 32 (1 client, and 2 concurrent
     clients) vs sentence-transformers on PyTorch CPU (2 threads), same batches; target >= 1.5x;
     the two sets of embeddings must agree (cosine >= 0.9999).
@@ -250,12 +251,15 @@ def _generation_rounds(server: Server, gemma_path) -> dict:
 def test_gemma_generation_tokens_per_s(benchmark, llm_server, gemma_path):
     benchmark.group = "gemma-generation"
     r = benchmark.pedantic(_generation_rounds, args=(llm_server, gemma_path), rounds=1, iterations=1)
-    assert r["same_text"], "greedy completions through the core and direct differ"
+    # Not asserted equal: llama-cpp-python's default weight layout (repacked for the CPU) rounds a few
+    # rows differently from the plain layout the core's engine keeps for batch-exact sequences, so
+    # long greedy texts may part late (tests/mlos_core/test_gguf_plugin.py checks equality with
+    # llama-cpp-python on the core's numerics).
     assert set(r["direct_tokens"]) == set(r["core_tokens"]) == {MAX_TOKENS}
     d, c = _median(r["direct_tps"]), _median(r["core_tps"])
     benchmark.extra_info.update({
         "bench": "gemma_generation", "rounds": ROUNDS, "max_tokens": MAX_TOKENS, "n_threads": N_THREADS,
-        "direct_tps_median": d, "core_tps_median": c, "ratio": c / d,
+        "direct_tps_median": d, "core_tps_median": c, "ratio": c / d, "same_text": r["same_text"],
         "direct_tps": r["direct_tps"], "core_tps": r["core_tps"],
         "direct_s_median": _median(r["direct_s"]), "core_s_median": _median(r["core_s"]),
         "server_cpu_s_during_direct": r["server_cpu_s_during_direct"],

@@ -8,7 +8,9 @@
    peak above the RSS before, over the body size (both modes).
 3. The key check: throughput at 32 concurrent clients on the MatMul model with and without
    ``--api-key``, ``ROUNDS`` interleaved rounds each (benchmarks/loadgen.py, the same client);
-   the ratio of medians with a bootstrap interval.
+   the ratio of medians with a bootstrap interval. On 2 shared cores that interval is several
+   percent wide, so the check is also timed directly: ``ApiKeys.authorized`` on a loadgen request's
+   headers, against the server CPU seconds a keyless request costs in the same run.
 4. The batch probe: register the MatMul and the ResNet-50-sized model (if cached) with
    ``batching`` auto (probed) and off, interleaved; the median difference is the probe's cost.
 
@@ -123,10 +125,13 @@ def test_api_key_cost_at_concurrency_32(benchmark, model_cases, tmp_path):
             data=json.dumps({"model_id": case.model_id, "path": str(case.path)}).encode())
         urllib.request.urlopen(req, timeout=300).read()
         rps = {"plain": [], "keyed": []}
+        cpu: list[float] = []    # server CPU microseconds per keyless request (warm-up included: an overestimate)
 
         def rounds():
             for _ in range(ROUNDS):  # interleaved: drift of the machine hits both alike
-                rps["plain"].append(run_load(plain, case, 32)["throughput_rps"])
+                r = run_load(plain, case, 32)
+                rps["plain"].append(r["throughput_rps"])
+                cpu.append(r["server_cpu_s"] / max(r["completed"], 1) * 1e6)
                 rps["keyed"].append(run_load(keyed, case, 32, headers=[f"Authorization: Bearer {KEY}"])["throughput_rps"])
 
         benchmark.pedantic(rounds, rounds=1, iterations=1)
@@ -134,8 +139,28 @@ def test_api_key_cost_at_concurrency_32(benchmark, model_cases, tmp_path):
         plain.stop()
         keyed.stop()
     ci = ratio_ci(rps["keyed"], rps["plain"])
+    cpu_us = statistics.median(cpu)
     benchmark.extra_info.update({"part": "api-key", "rounds": ROUNDS, "plain_rps": rps["plain"],
-                                 "keyed_rps": rps["keyed"], "keyed_over_plain": ci})
+                                 "keyed_rps": rps["keyed"], "keyed_over_plain": ci,
+                                 "check_us": _key_check_us(), "plain_cpu_us_per_request": cpu_us})
+
+
+def _key_check_us(calls: int = 200_000) -> float:
+    """Median over 5 batches of the time ``ApiKeys.authorized`` takes on the headers loadgen sends."""
+    from multidict import CIMultiDict
+
+    from mlos_core.auth import ApiKeys
+
+    keys = ApiKeys([KEY])
+    headers = CIMultiDict({"Host": "127.0.0.1", "Content-Type": "application/json", "Content-Length": "300",
+                           "Authorization": f"Bearer {KEY}"})
+    per_call = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(calls // 5):
+            keys.authorized(headers, "/v2/models/m/infer")
+        per_call.append((time.perf_counter() - t0) / (calls // 5) * 1e6)
+    return statistics.median(per_call)
 
 
 def test_batch_probe_load_cost(benchmark, model_cases, tmp_path):

@@ -211,11 +211,15 @@ class DataPlane:
         try:
             model_id = (await self.registry.find(name)).id
             async with self.registry.use(name) as entry:
+                first = True
                 async with contextlib.aclosing(entry.runner.stream(generate, priority, disconnected)) as items:
                     async for item in items:
                         if isinstance(item, Execution):
                             ex = item
                         else:
+                            if first:  # queue wait + prompt: what the client waits before text flows
+                                first = False
+                                self.metrics.observe_first_token(model_id, time.perf_counter_ns() - start)
                             yield item
         except MLOSError as e:
             self._failed(model_id, e)
@@ -293,6 +297,7 @@ class DataPlane:
         now = time.monotonic()
         rows = []
         for e in self.registry.entries():
+            llm = e.model.serving_stats() if e.model is not None else None
             rows.append({
                 "id": e.id,
                 "state": e.state.value,
@@ -303,5 +308,6 @@ class DataPlane:
                 "memory_bytes": e.memory_bytes,
                 "idle_seconds": round(now - e.last_used, 3),
                 "keep_alive": e.option("keep_alive", self.registry.settings),
+                **({"llm": dict(llm)} if llm else {}),  # slots, decode steps, prompt cache (GGUF)
             })
         return rows

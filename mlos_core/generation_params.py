@@ -48,6 +48,9 @@ def generation_params(body: dict, *, default_max_tokens: int = 128, max_tokens_k
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise BadRequest("seed must be an integer")
+    cache_prompt = body.get("cache_prompt", True)  # llama.cpp server's name
+    if not isinstance(cache_prompt, bool):
+        raise BadRequest("cache_prompt must be true or false")
     return GenerationParams(
         max_tokens=max_tokens or default_max_tokens,
         temperature=_number(body, "temperature", 0.0, 2.0, 1.0),
@@ -57,6 +60,7 @@ def generation_params(body: dict, *, default_max_tokens: int = 128, max_tokens_k
         stop=stop,
         repetition_penalty=_number(body, "repetition_penalty", 0.0, 10.0,
                                    _number(body, "repeat_penalty", 0.0, 10.0, 1.0)),
+        cache_prompt=cache_prompt,
     )
 
 

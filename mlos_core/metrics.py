@@ -9,16 +9,19 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client import ProcessCollector
 
 from .statistics import InferenceStatistics
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# vLLM's time_to_first_token_seconds buckets, cut to what a CPU server sees
+_TTFT_BUCKETS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80)
 
 
 class _ModelCounters:
-    __slots__ = ("success", "request_us", "queue_us", "compute_us", "latency", "inferences", "executions")
+    __slots__ = ("success", "request_us", "queue_us", "compute_us", "latency", "inferences", "executions",
+                 "queue_time", "first_token")
 
     def __init__(self, m: "Metrics", model: str):
         self.success = m.success.labels(model)
@@ -28,6 +31,8 @@ class _ModelCounters:
         self.latency = m.latency.labels(model)
         self.inferences = m.inferences.labels(model)
         self.executions = m.executions.labels(model)
+        self.queue_time = m.queue_time.labels(model)
+        self.first_token = m.first_token.labels(model)
 
 
 class Metrics:
@@ -44,6 +49,12 @@ class Metrics:
         self.compute_us = Counter("mlos_inference_compute_infer_duration_us", "Cumulative model execution time (us)", ["model"], registry=r)
         self.latency = Histogram("mlos_inference_request_seconds", "End-to-end request latency", ["model"],
                                  buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_time = Histogram("mlos_request_queue_time_seconds", "Time requests waited in the model's queue "
+                                    "before they ran (vLLM's request_queue_time_seconds)", ["model"],
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.first_token = Histogram("mlos_time_to_first_token_seconds", "Streamed generations: from the request "
+                                     "to its first text, queue included (vLLM's time_to_first_token_seconds)",
+                                     ["model"], buckets=_TTFT_BUCKETS, registry=r)
         ProcessCollector(registry=r)
         if state_reader is not None:
             r.register(_StateCollector(state_reader, backend_reader))
@@ -74,6 +85,10 @@ class Metrics:
         c.request_us.inc(request_ns / 1000)
         c.queue_us.inc(queue_ns / 1000)
         c.latency.observe(request_ns / 1e9)
+        c.queue_time.observe(queue_ns / 1e9)
+
+    def observe_first_token(self, model_id: str, ns: int) -> None:
+        self.model(model_id).first_token.observe(ns / 1e9)
 
     def record_failure(self, model_id: str, reason: str, request_ns: int = 0) -> None:
         self.stats.failure(model_id, request_ns)
@@ -110,3 +125,63 @@ class _StateCollector:
         loaded.add_metric([], sum(1 for r in rows if r["state"] == "ready"))
         backend.add_metric([self._backend()], 1)
         yield from (pending, queued, memory, state, loaded, backend)
+        yield from _llm_families([(r["id"], r["llm"]) for r in rows if r.get("llm")])
+
+
+# Models that batch their own work (GGUF slots): figures their engine keeps, named after llama.cpp's
+# server (llamacpp:*) and vLLM (vllm:*) where one of them has the figure.
+_LLM_GAUGES = (
+    ("slots_total", "mlos_llm_slots_total", "Parallel sequence slots"),
+    ("slots_busy", "mlos_llm_slots_busy", "Slots running a request (llamacpp:requests_processing)"),
+    ("busy_slots_per_step", "mlos_llm_busy_slots_per_decode", "Average busy slots per decode step "
+     "(llamacpp:n_busy_slots_per_decode)"),
+    ("tokens_per_step", "mlos_llm_tokens_per_decode", "Average tokens per decode step (batch fill)"),
+    ("kv_cache_tokens", "mlos_llm_kv_cache_tokens", "Tokens held in the KV cache, prompt cache included "
+     "(llamacpp:kv_cache_tokens)"),
+    ("kv_cache_usage_ratio", "mlos_llm_kv_cache_usage_ratio", "KV cache cells used (llamacpp:kv_cache_usage_ratio)"),
+)
+_LLM_COUNTERS = (
+    ("decode_steps", "mlos_llm_n_decode", "Decode steps (llamacpp:n_decode_total)"),
+    ("prompt_tokens", "mlos_llm_prompt_tokens", "Prompt tokens of admitted requests (vllm:prompt_tokens)"),
+    ("generation_tokens", "mlos_llm_generation_tokens", "Generated tokens (vllm:generation_tokens)"),
+    ("prompt_cache_queries", "mlos_llm_prefix_cache_queries", "Prompt tokens looked up in the prompt cache "
+     "(vllm:prefix_cache_queries)"),
+    ("prompt_cache_hits", "mlos_llm_prefix_cache_hits", "Prompt tokens taken from the prompt cache, not computed "
+     "(vllm:prefix_cache_hits)"),
+    ("prompt_cache_hit_requests", "mlos_llm_prefix_cache_hit_requests", "Requests that reused a cached prefix"),
+    ("cancelled", "mlos_llm_requests_cancelled", "Generations stopped by their client (disconnect, drain)"),
+    ("embedding_batches", "mlos_llm_embedding_batches", "Embedding decodes"),
+    ("embedding_inputs", "mlos_llm_embedding_inputs", "Texts embedded (inputs over all embedding decodes)"),
+)
+_LLM_HISTOGRAMS = (
+    ("iteration_tokens", "mlos_llm_iteration_tokens", "Tokens per decode step (vllm:iteration_tokens_total)"),
+    ("inter_token_latency_seconds", "mlos_inter_token_latency_seconds", "Time between two tokens of one "
+     "sequence (vllm:inter_token_latency_seconds)"),
+)
+
+
+def _llm_families(rows: list[tuple[str, dict]]):
+    if not rows:
+        return
+    for key, name, doc in _LLM_GAUGES:
+        g = GaugeMetricFamily(name, doc, labels=["model"])
+        for model, st in rows:
+            g.add_metric([model], st.get(key, 0))
+        yield g
+    for key, name, doc in _LLM_COUNTERS:
+        c = CounterMetricFamily(name, doc, labels=["model"])
+        for model, st in rows:
+            c.add_metric([model], st.get(key, 0))
+        yield c
+    for key, name, doc in _LLM_HISTOGRAMS:
+        h = HistogramMetricFamily(name, doc, labels=["model"])
+        for model, st in rows:
+            snap = st.get(key)
+            if not snap:
+                continue
+            total, buckets = 0, []
+            for bound, n in zip([*snap["buckets"], float("inf")], snap["counts"]):
+                total += n
+                buckets.append(("+Inf" if bound == float("inf") else str(float(bound)), total))
+            h.add_metric([model], buckets, snap["sum"])
+        yield h

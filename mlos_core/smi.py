@@ -94,12 +94,16 @@ class GenerationParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0
+    # reuse the KV of a prompt prefix computed before (llama.cpp server's cache_prompt); off only
+    # to measure or to rule the cache out
+    cache_prompt: bool = True
 
 
 @dataclass
 class GenerationChunk:
     """A piece of generated text. The last chunk has ``finish_reason`` ("stop", "length" or
-    "cancelled") and the token counts of the whole generation."""
+    "cancelled") and the token counts of the whole generation; ``cached_tokens`` of the prompt
+    tokens were not computed again but taken from a prompt cache."""
 
     text: str
     finish_reason: str | None = None
@@ -107,6 +111,7 @@ class GenerationChunk:
     completion_tokens: int = 0
     # the last chunk of a generator that knows them: every generated token id, in order
     token_ids: list[int] | None = None
+    cached_tokens: int = 0
 
 
 class Model(abc.ABC):
@@ -115,6 +120,9 @@ class Model(abc.ABC):
     tasks: frozenset[str] = frozenset()
     # how many calls the runtime can run at once on this model (None: no limit of its own)
     max_concurrency: int | None = None
+    # a model that runs this many calls together itself (e.g. continuous batching over slots):
+    # the scheduler then runs exactly that many at once, whatever ``instances`` says
+    concurrent_calls: int | None = None
 
     @abc.abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -168,6 +176,10 @@ class Model(abc.ABC):
         """A model made of several graphs (an encoder-decoder export) names them here; each is
         reachable as a tensor model of its own (``<name>/<graph>@<version>``)."""
         return {}
+    def serving_stats(self) -> Mapping[str, Any] | None:
+        """Live figures of a model that schedules its own work (slots, decode steps, prompt
+        cache...), read by ``/status`` and ``/metrics``; None when it has none."""
+        return None
 
 
 class FormatPlugin(abc.ABC):
@@ -178,6 +190,10 @@ class FormatPlugin(abc.ABC):
     @abc.abstractmethod
     def availability(self) -> tuple[bool, str]:
         """Whether the plugin's runtime library imports here, and its version or the reason not."""
+
+    def check_options(self, source: ModelSource, options: LoadOptions) -> None:
+        """Refuse, with ``mlos_core.errors.BadRequest``, load options that cannot work, before the
+        model is registered (cheap: no load). The default accepts everything."""
 
     @abc.abstractmethod
     def load(self, source: ModelSource, options: LoadOptions) -> Model:

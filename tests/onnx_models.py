@@ -226,3 +226,51 @@ def center_rows(path: Path, width: int = 4) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
     )
     return _save(graph, path, ir_version=8)
+
+
+def deep_matmul(path: Path, width: int = 1024, rounds: int = 8, io: int = 16) -> Path:
+    """x [batch, io] -> ``rounds`` MatMuls by one orthogonal [width, width] matrix -> [batch, io]:
+    small requests, heavy compute that a batch shares (one GEMM over the rows instead of a GEMV
+    per row: several times less time per row), so batching must win at high concurrency."""
+    rng = np.random.default_rng(0)
+    w = np.linalg.qr(rng.standard_normal((width, width)))[0].astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W_in"], ["h0"])]
+    nodes += [helper.make_node("MatMul", [f"h{i}", "W"], [f"h{i + 1}"]) for i in range(rounds)]
+    nodes.append(helper.make_node("MatMul", [f"h{rounds}", "W_out"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "deep_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", io])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", io])],
+        initializer=[numpy_helper.from_array((rng.standard_normal((io, width)) / np.sqrt(io)).astype(np.float32), "W_in"),
+                     numpy_helper.from_array(w, "W"),
+                     numpy_helper.from_array((rng.standard_normal((width, io)) / np.sqrt(width)).astype(np.float32),
+                                             "W_out")],
+    )
+    return _save(graph, path)
+
+
+def fixed_cost_matmul(path: Path, width: int = 512, io: int = 16) -> Path:
+    """y = x @ W_in @ (W @ W) @ W_out, x [batch, io], where W @ W is recomputed at every execution
+    (it depends on the input through ``+ 0 * sum(x)``, so onnxruntime cannot fold it away): a fixed
+    2 * width^3 FLOPs per execution, whatever its rows, as a per-call weight transform would cost.
+    One batch of 32 rows pays it once, 32 single requests 32 times: batching must win, by far."""
+    rng = np.random.default_rng(0)
+    w = (np.linalg.qr(rng.standard_normal((width, width)))[0]).astype(np.float32)
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Mul", ["s", "zero"], ["z"]),
+             helper.make_node("Add", ["W", "z"], ["Wz"]),
+             helper.make_node("MatMul", ["Wz", "Wz"], ["M"]),
+             helper.make_node("MatMul", ["x", "W_in"], ["h"]),
+             helper.make_node("MatMul", ["h", "M"], ["hm"]),
+             helper.make_node("MatMul", ["hm", "W_out"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "fixed_cost_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", io])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", io])],
+        initializer=[numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+                     numpy_helper.from_array(w, "W"),
+                     numpy_helper.from_array((rng.standard_normal((io, width)) / np.sqrt(io)).astype(np.float32), "W_in"),
+                     numpy_helper.from_array((rng.standard_normal((width, io)) / np.sqrt(width)).astype(np.float32),
+                                             "W_out")],
+    )
+    return _save(graph, path)

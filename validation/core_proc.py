@@ -92,8 +92,17 @@ def error_text(status: int, answer) -> str:
     return f"HTTP {status}: {str(answer)[:500]}"
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it dies (even by SIGKILL),
+    so a harness killed mid-run leaves no core behind."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+
+
 class CoreServer:
-    def __init__(self, workdir: Path, mode: str):
+    def __init__(self, workdir: Path, mode: str, extra_args: list[str] = (), die_with_parent: bool = False):
         if mode not in ("kernel", "userspace"):
             raise ValueError(f"mode must be kernel or userspace, not {mode!r}")
         self.mode = mode
@@ -103,6 +112,8 @@ class CoreServer:
         self.log = self.workdir / f"core-{mode}.log"
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
+        self.extra_args = list(extra_args)
+        self.die_with_parent = die_with_parent and sys.platform.startswith("linux")
 
     def start(self, timeout: float = 120) -> "CoreServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -111,10 +122,11 @@ class CoreServer:
                "MLOS_SHIM_SOCKET": str(self.workdir / f"shim-{self.mode}.sock")}
         cmd = [sys.executable, "-m", "mlos_core", "--port", str(self.port), "--data-dir",
                str(self.workdir / f"data-{self.mode}"), "--models-dir", str(self.workdir / "no-models"), "--no-ipc",
-               "--no-grpc", *model_root_args(self.workdir)]
+               "--no-grpc", *model_root_args(self.workdir), *self.extra_args]
         self._logf = open(self.log, "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                     preexec_fn=_die_with_parent if self.die_with_parent else None)
         deadline = t0 + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:

@@ -29,15 +29,25 @@ def percentile_ci(samples, q: float = 50.0, level: float = 0.95, n: int = BOOTST
     return {"value": float(np.percentile(a, q)), "ci_low": float(lo), "ci_high": float(hi), "n": int(a.size)}
 
 
-def ratio_ci(a, b, q: float = 50.0, level: float = 0.95, n: int = BOOTSTRAP) -> dict:
-    """percentile_q(a) / percentile_q(b), each side resampled independently; with a verdict."""
+def mean_ci(samples, level: float = 0.95, n: int = BOOTSTRAP) -> dict:
+    """The mean of ``samples`` with its bootstrap interval (e.g. a rate from equal time slices)."""
+    a = np.asarray(samples, dtype=np.float64)
+    boot = _boot(a, np.mean, n, np.random.default_rng(SEED))
+    lo, hi = np.percentile(boot, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return {"value": float(a.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": int(a.size)}
+
+
+def ratio_ci(a, b, q: float = 50.0, level: float = 0.95, n: int = BOOTSTRAP, mean: bool = False) -> dict:
+    """percentile_q(a) / percentile_q(b) (or mean(a) / mean(b)), each side resampled
+    independently; with a verdict."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     rng = np.random.default_rng(SEED)
-    pa = _boot(a, lambda x, axis: np.percentile(x, q, axis=axis), n, rng)
-    pb = _boot(b, lambda x, axis: np.percentile(x, q, axis=axis), n, rng)
+    stat = np.mean if mean else (lambda x, axis: np.percentile(x, q, axis=axis))
+    pa = _boot(a, stat, n, rng)
+    pb = _boot(b, stat, n, rng)
     lo, hi = np.percentile(pa / pb, [50 * (1 - level), 100 - 50 * (1 - level)])
-    ratio = float(np.percentile(a, q) / np.percentile(b, q))
+    ratio = float(stat(a, axis=0) / stat(b, axis=0))
     verdict = "no significant difference" if lo <= 1.0 <= hi else ("lower" if hi < 1.0 else "higher")
     return {"ratio": ratio, "ci_low": float(lo), "ci_high": float(hi), "verdict": verdict}
 

@@ -72,12 +72,12 @@ class OffloadApi:
             raise ModelUnavailable(f"model {entry.id} is {entry.state.value}, not loaded: it loads on its first "
                                    "request", model_id=entry.id)
         p = model.metadata.properties
-        info = {"model": entry.id, "model_path": entry.record.path, "n_ctx": p.get("context_length"),
+        info = {"model": entry.id, "model_path": entry.record.path, "n_ctx": p.get("n_ctx", p.get("context_length")),
                 # this build runs llama.cpp on the CPU: no layer is offloaded
                 "n_gpu_layers": p.get("n_gpu_layers", 0), "n_threads": p.get("n_threads"),
                 "n_batch": p.get("n_batch"), "architecture": p.get("architecture"),
                 "trained_context_length": p.get("trained_context_length")}
-        for key in ("n_parallel", "parallel_slots"):
+        for key in ("n_parallel", "parallel_slots", "n_ctx_seq"):
             if key in p:
                 info[key] = p[key]
         return json_response(info)

@@ -41,9 +41,11 @@ def _stream_options(body: dict) -> tuple[bool, bool]:
 
 
 def _usage(chunk: GenerationChunk | None) -> dict:
+    """OpenAI's usage object; ``cached_tokens``: prompt tokens reused from the prompt cache."""
     p = chunk.prompt_tokens if chunk else 0
     c = chunk.completion_tokens if chunk else 0
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": chunk.cached_tokens if chunk else 0}}
 
 
 class OpenAIApi:

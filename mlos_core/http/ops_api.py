@@ -24,6 +24,17 @@ def _backends() -> dict:
     return out
 
 
+def _status_row(row: dict) -> dict:
+    """A model's row for /status: an LLM engine's histograms (whole in /metrics) become means."""
+    llm = row.get("llm")
+    if not llm:
+        return row
+    summary = {k: v for k, v in llm.items() if not isinstance(v, dict)}
+    itl = llm.get("inter_token_latency_seconds") or {}
+    summary["inter_token_latency_ms_mean"] = round(1e3 * itl["sum"] / itl["count"], 2) if itl.get("count") else None
+    return {**row, "llm": summary}
+
+
 class OpsApi:
     def __init__(self, plane: DataPlane, metrics: Metrics):
         self.plane = plane
@@ -57,7 +68,7 @@ class OpsApi:
         registry = self.plane.registry
         budget = int(registry.settings.memory_budget_mb * 2**20)
         rss = (await asyncio.to_thread(system_resources))["process"]["rss_bytes"]
-        rows = self.plane.model_rows()
+        rows = [_status_row(r) for r in self.plane.model_rows()]
         return json_response({
             "status": "ok",
             "loaded_models": [r["id"] for r in rows if r["state"] == "ready"],

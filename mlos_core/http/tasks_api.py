@@ -142,6 +142,7 @@ def _usage(chunks) -> dict:
     usage = {"prompt_tokens": sum(c.prompt_tokens for c in chunks),
              "completion_tokens": sum(c.completion_tokens for c in chunks)}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    usage["prompt_tokens_details"] = {"cached_tokens": sum(c.cached_tokens for c in chunks)}
     return usage
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import UnprocessableModel
 from ..smi import FormatPlugin
-from .gguf_plugin import GgufPlugin
+from .gguf import GgufPlugin
 from .onnx_plugin import OnnxPlugin
 from .safetensors_plugin import SafeTensorsPlugin
 

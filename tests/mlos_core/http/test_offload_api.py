@@ -47,6 +47,8 @@ async def test_backend_info_of_the_loaded_gguf_model(serving):
     assert info["model"] == "google/gemma-3-270m@Q4_K_M" and info["model_path"] == str(path)
     assert (info["n_ctx"], info["n_threads"], info["n_batch"], info["n_gpu_layers"]) == (1024, 2, 256, 0)
     assert info["architecture"] == "gemma3"
+    # the context is split between the parallel slots (docs/llm-serving.md)
+    assert info["n_parallel"] >= 1 and info["n_ctx_seq"] == 1024 // info["n_parallel"]
     assert await (await client.get("/api/backend/info?model=google%2Fgemma-3-270m%40Q4_K_M")).json() == info
     health = await (await client.get("/api/health")).json()
     assert health["backends"]["llama.cpp"]["ready"] is True

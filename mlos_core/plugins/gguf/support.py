@@ -1,15 +1,14 @@
-"""Helpers of the GGUF plugin that do not hold a model: llama.cpp's log, request checks,
-the per-token stopping callback, stop-string hold-back."""
+"""Helpers of the GGUF plugin that do not hold a model: llama.cpp's log, option and request checks."""
 from __future__ import annotations
 
 import ctypes
 import logging
 import os
 import threading
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
-from ..errors import BadRequest
-from ..smi import GenerationParams
+from ...errors import BadRequest
+from ...smi import GenerationParams
 
 # ---- llama.cpp's log -----------------------------------------------------------------------------
 # llama-cpp-python 0.3.x maps ggml's log levels with a stale table (errors come out as DEBUG and
@@ -165,47 +164,3 @@ def _check_params(params: GenerationParams) -> None:
     for s in params.stop:
         if not isinstance(s, str) or not s:
             raise BadRequest(f"stop sequences must be non-empty strings, got {s!r}")
-
-
-class _Counter:
-    """The stopping criterion handed to llama.cpp: counts sampled tokens and stops the generation
-    as soon as the request is cancelled (between two tokens, not just two streamed chunks)."""
-
-    def __init__(self, cancelled: Callable[[], bool], n_prompt: int, stop_ids: frozenset[int] = frozenset()):
-        self.calls = 0
-        self.cancelled = cancelled
-        self.stopped = False
-        self.sampled_before_stop = 0
-        self.n_prompt = n_prompt
-        self.stop_ids = stop_ids
-        self.turn_ended = False
-
-    def __call__(self, input_ids, logits) -> bool:
-        self.calls += 1
-        # input_ids ends with the token sampled before this one: stop after a turn marker token
-        if self.stop_ids and not self.turn_ended and len(input_ids) > self.n_prompt \
-                and int(input_ids[-1]) in self.stop_ids:
-            self.turn_ended = True
-        if self.turn_ended:
-            return True
-        if not self.stopped and self.cancelled():
-            self.stop(self.calls - 1)  # this call's token is dropped
-        return self.stopped
-
-    def stop(self, sampled: int) -> None:
-        self.stopped = True
-        self.sampled_before_stop = sampled
-
-
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters of ``text`` could begin a stop sequence."""
-    best = 0
-    for s in stops:
-        for i in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:i]):
-                best = i
-                break
-    return best
-
-
-# ---- the model -----------------------------------------------------------------------------------
