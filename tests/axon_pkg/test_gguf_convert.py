@@ -136,7 +136,8 @@ async def test_the_converted_gguf_is_served_by_the_core(axon, hf_endpoint, local
                                                    "temperature": 0})
     body = await r.json()
     assert r.status == 200, body
-    assert body["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 12, "total_tokens": len(ids) + 12}
+    assert body["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 12, "total_tokens": len(ids) + 12,
+                             "prompt_tokens_details": {"cached_tokens": 0}}   # a first request: nothing cached
     # the served tokens are transformers' greedy ones: their text, as llama.cpp detokenizes (a random
     # model emits byte tokens that are not UTF-8 on their own; llama.cpp drops those, transformers
     # writes U+FFFD for them, so the texts are compared in llama.cpp's terms)
