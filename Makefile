@@ -9,7 +9,7 @@ PORT ?= 8080
 STAMP := $(VENV)/.installed
 BENCH_DIR := benchmarks/results
 
-.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-llm-serving bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline bench-tune kmod kmod-test clean
+.PHONY: setup setup-converters run test e2e-test browser report report-screenshot bench bench-validation bench-core bench-llm bench-llm-serving bench-seq2seq bench-kmod bench-oip bench-grpc bench-startup bench-safety bench-cluster bench-baseline bench-tune kmod kmod-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -135,6 +135,16 @@ bench-llm: setup
 	$(PY) -m pytest benchmarks/test_llm.py benchmarks/test_llm_serving.py -p no:cacheprovider --benchmark-only \
 		--benchmark-json=$(BENCH_DIR)/llm.json -q
 	$(PY) -m benchmarks.report_llm $(BENCH_DIR)/llm.json
+
+# Encoder-decoder generation (a T5-small-shaped random model: mlos-core vs optimum's
+# ORTModelForSeq2SeqLM vs transformers, interleaved) and SafeTensors -> GGUF conversion + quantisation
+# times (tiny and ~260M-parameter Llama). The models are built once into ~/.cache/mlos-tests/bench.
+bench-seq2seq: setup
+	mkdir -p $(BENCH_DIR)
+	$(PY) -m benchmarks.seq2seq_models
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest benchmarks/test_seq2seq.py -p no:cacheprovider --benchmark-only \
+		--benchmark-json=$(BENCH_DIR)/seq2seq.json -q
+	$(PY) -m benchmarks.report_seq2seq $(BENCH_DIR)/seq2seq.json
 
 bench-llm-serving: setup
 	mkdir -p $(BENCH_DIR)

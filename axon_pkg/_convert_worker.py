@@ -98,13 +98,21 @@ def _export(model_dir: Path, output: Path, task: str) -> None:
         TasksManager.get_model_from_task = original
 
 
-def _onnx_files(output: Path) -> list[str]:
-    """The .onnx files optimum wrote plus the external-data files they reference."""
+# optimum writes an encoder-decoder's decoder twice: split (first step; later steps with the cache)
+# and merged (both behind an If, one copy of the weights). One layout is served, so one is kept.
+_SPLIT_DECODERS = ("decoder_model.onnx", "decoder_with_past_model.onnx")
+
+
+def _onnx_files(output: Path, all_graphs: bool = False) -> list[str]:
+    """The .onnx files optimum wrote plus the external-data files they reference (of an
+    encoder-decoder with a merged decoder, not the split decoders unless ``all_graphs``)."""
     import onnx
     from onnx.external_data_helper import _get_all_tensors
 
     models = sorted(p.relative_to(output).as_posix() for p in output.rglob("*.onnx"))
     models.sort(key=lambda n: n != "model.onnx")
+    if not all_graphs and "decoder_model_merged.onnx" in models:
+        models = [m for m in models if m not in _SPLIT_DECODERS]
     files = list(models)
     for name in models:
         m = onnx.load(str(output / name), load_external_data=False)
@@ -262,7 +270,8 @@ def _progress(message: str) -> None:
     report_progress(message)
 
 
-def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity: bool) -> dict:
+def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity: bool,
+        all_graphs: bool = False) -> dict:
     result = {"converted": False, "files": [], "tool": "optimum-onnx",
               "tool_version": _tool_version(), "from_format": "safetensors", "task": task,
               "opset": None, "reason": None, "parity_max_abs_diff": None,
@@ -288,7 +297,7 @@ def run(model_dir: Path, output: Path, task: str | None, explicit: bool, parity:
         except Exception as exc:
             raise Refused(f"export failed: {_short(exc)}") from exc
         _progress(f"exported in {time.monotonic() - t:.2f} s")
-        files = _onnx_files(output)
+        files = _onnx_files(output, all_graphs)
         if not files:
             raise Refused("export failed: optimum wrote no .onnx file")
         result["files"] = files
@@ -322,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task")
     ap.add_argument("--task-explicit", action="store_true")
     ap.add_argument("--no-parity", action="store_true")
+    ap.add_argument("--all-graphs", action="store_true", help="keep an encoder-decoder's split decoders too")
     ns = ap.parse_args(argv)
     from axon_pkg.child import die_with_parent
 
@@ -332,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     real_stdout = os.dup(1)
     os.dup2(2, 1)
     try:
-        result = run(ns.model_dir, ns.output, ns.task, ns.task_explicit, not ns.no_parity)
+        result = run(ns.model_dir, ns.output, ns.task, ns.task_explicit, not ns.no_parity, ns.all_graphs)
     finally:
         sys.stdout.flush()
     os.write(real_stdout, (json.dumps(result) + "\n").encode())

@@ -186,10 +186,12 @@ def _worker_env() -> dict[str, str]:
 
 
 def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
-                    timeout_s: float = 1800, check_parity: bool = True,
+                    timeout_s: float = 1800, check_parity: bool = True, all_graphs: bool = False,
                     progress: Callable[[str], None] | None = None) -> ConversionResult:
-    """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``.
-    ``progress`` gets each step as the worker reaches it ("exporting ...", "exported in 4.1 s"...)."""
+    """Export a local SafeTensors transformers model dir to ONNX files in ``out_dir``. Of an
+    encoder-decoder, the encoder and the merged decoder are kept (``all_graphs``: the split
+    decoders too). ``progress`` gets each step as the worker reaches it ("exporting ...",
+    "exported in 4.1 s"...)."""
     t0 = time.monotonic()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
 
@@ -223,6 +225,8 @@ def convert_to_onnx(model_dir: Path, out_dir: Path, *, task: str | None = None,
         cmd.append("--task-explicit")
     if not check_parity:
         cmd.append("--no-parity")
+    if all_graphs:
+        cmd.append("--all-graphs")
     try:
         from .worker import run_json_worker
 

@@ -48,7 +48,9 @@ def _variant(fmt: str, selector: str | None, wanted_file: str | None) -> str:
 
 def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None, quiet: bool = False,
             cache: Cache | None = None, progress: Progress = lambda s: None, trust_repo: bool = False,
-            input_shape: str | None = None) -> InstallResult:
+            input_shape: str | None = None, quant: str | None = None) -> InstallResult:
+    """``quant``: the GGUF type wanted (a GGUF file of the repo, or what SafeTensors are converted
+    to); the same as the reference's selector (``hf/org/llm:Q8_0``)."""
     if fmt not in FORMATS:
         raise SelectionError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     cache = cache or Cache()
@@ -57,6 +59,10 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
     ref = parse_ref(ref_text)
     if ref.namespace == "local":
         raise SelectionError("local/ packages are made from a path: axon-py install ./my-model-dir")
+    if quant:
+        if ref.selector and ref.selector.upper() != quant.upper():
+            raise SelectionError(f"the reference asks for :{ref.selector} and --quant for {quant}: give one")
+        ref = Ref(ref.namespace, ref.repo, ref.revision, quant.upper())
     if ref.namespace == "pytorch" and not ref.repo.startswith("vision/") and not trust_repo:
         raise SelectionError(f"{ref} runs the code of its hubconf.py; axon-py runs it only when asked",
                              hint="read the repo, then pass --trust-repo (as torch.hub.load(trust_repo=True))")
@@ -113,7 +119,10 @@ def install(ref_text: str, *, fmt: str = "auto", wanted_file: str | None = None,
         shutil.rmtree(staging / EXPORT_DIR, ignore_errors=True)
         execution = [e["path"] for e in entries if _is_weight(e["path"], exec_fmt)]
         tokenizer = "tokenizer.json" if "tokenizer.json" in files else None
-        model_file = staging / execution[0] if execution and exec_fmt == "onnx" else None
+        # an encoder-decoder's io schema is its encoder's (text in); its graphs are all listed
+        io_file = next((p for p in execution if p.rsplit("/", 1)[-1] == "encoder_model.onnx"),
+                       execution[0] if execution else None)
+        model_file = staging / io_file if io_file and exec_fmt == "onnx" else None
         manifest = build_manifest(
             namespace=ref.namespace, name=ref.repo, version=ref.revision, fmt=exec_fmt, files=entries,
             execution_files=execution, io=io_schema(exec_fmt, model_file, tokenizer),
@@ -170,22 +179,30 @@ def _verified_sources(local: dict[str, Path], expected: dict[str, str], refetch)
 
 
 def _maybe_convert(ref, resolved, selection, local, fmt, cache, staging, progress, expected, refetch):
-    """SafeTensors transformer models are converted to ONNX unless the user keeps them
-    (``-f native``); when conversion is impossible the package keeps SafeTensors and says why."""
+    """SafeTensors transformer models are converted to GGUF (``-f gguf``, or ``-f auto`` for a
+    decoder LLM llama.cpp's converter knows) or to ONNX, unless the user keeps them (``-f native``);
+    when conversion is impossible the package keeps SafeTensors and says why."""
     files = dict(local)
     if selection.format != SAFETENSORS or fmt == "native":
         reason = "kept as downloaded (--format native)" if selection.format == SAFETENSORS else None
         return files, selection.format, ({"converted": False, "reason": reason} if reason else None), 0.0
     from .convert import conversion_available, convert_to_onnx
 
-    ok, why = conversion_available()
-    if not ok:
-        progress(f"not converting to ONNX: {why}")
-        return files, SAFETENSORS, {"converted": False, "reason": why, "from_format": "safetensors"}, 0.0
     _verified_sources(local, expected, refetch)
     snapshot = next(iter(local.values()))
     for _ in range(len(Path(next(iter(local))).parts)):
         snapshot = snapshot.parent
+    if fmt in ("gguf", "auto"):
+        from .gguf_convert import convert_for_install
+
+        done = convert_for_install(snapshot, staging / EXPORT_DIR, files, fmt=fmt, selector=ref.selector,
+                                   name=ref.repo.rsplit("/", 1)[-1], source_commit=resolved.commit, progress=progress)
+        if done is not None:
+            return done
+    ok, why = conversion_available()
+    if not ok:
+        progress(f"not converting to ONNX: {why}")
+        return files, SAFETENSORS, {"converted": False, "reason": why, "from_format": "safetensors"}, 0.0
     progress("converting SafeTensors to ONNX with optimum")
     out = staging / EXPORT_DIR
     result = convert_to_onnx(snapshot, out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
@@ -14,13 +15,13 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import numpy as np
 
 from . import __version__
-from .errors import InferenceFailed, InvalidTensor, MLOSError, ModelNotFound
+from .errors import BadRequest, InferenceFailed, InvalidTensor, MLOSError, ModelNotFound
 from .execution import Generate
 from .metrics import Metrics
 from .model_roots import ModelRoots
 from .registry import ModelEntry, Registry, RegisterSpec, split_id, validate_model_id
 from .scheduler import Execution
-from .smi import GenerationChunk, ModelMetadata
+from .smi import GenerationChunk, Model, ModelMetadata
 from .tensors import validate_inputs
 
 Decoder = Callable[[ModelMetadata], Mapping[str, np.ndarray]]
@@ -47,6 +48,50 @@ class TaskResult:
     queue_us: int
     compute_us: int
     total_us: int
+
+
+def graph_id(model_id: str, graph: str | None) -> str:
+    """``org/model@v`` and ``encoder`` -> ``org/model/encoder@v``: how one graph is addressed."""
+    if graph is None:
+        return model_id
+    base, at, version = model_id.rpartition("@") if "@" in model_id else (model_id, "", "")
+    return f"{base}/{graph}{at}{version}"
+
+
+def _graphs(model) -> dict[str, Model]:
+    graphs = getattr(model, "graphs", None)   # a cluster's stand-in for a remote model has none
+    return graphs() if graphs else {}
+
+
+def _graph(entry, graph: str | None) -> Model:
+    """The model a tensor request runs on: the whole model, or the named graph of a model made of
+    several; tensors for a model of several graphs must name one."""
+    graphs = _graphs(entry.model)
+    if graph is None:
+        if graphs:
+            raise BadRequest(f"model {entry.id} is made of several graphs: send tensors to one of "
+                             + ", ".join(graph_id(entry.id, g) for g in graphs) + ", or text to its task",
+                             model_id=entry.id)
+        return entry.model
+    if graph not in graphs:
+        where = ("its graphs are " + ", ".join(graphs)) if graphs else "it is a single graph"
+        raise ModelNotFound(f"model {entry.id} has no graph {graph!r}: {where}", model_id=graph_id(entry.id, graph))
+    return graphs[graph]
+
+
+def _split_graph(name: str, missing: ModelNotFound) -> tuple[str, str]:
+    """``org/model/encoder@v`` -> (``org/model@v``, ``encoder``); ``missing`` when it has no parent part."""
+    base, at, ver = name.rpartition("@") if "@" in name else (name, "", "")
+    parent, _, graph = base.rpartition("/")
+    if not parent or not graph:
+        raise missing
+    return parent + at + ver, graph
+
+
+def _infer_graph(graph: str, inputs, outputs, model: Model):
+    """A runner's call (a function of the model, so that it can cross to a replica): one graph's
+    inference, in the model's queue, never batched."""
+    return _graphs(model)[graph].infer(inputs, outputs)
 
 
 def _check_outputs(outputs: Sequence[str], meta: ModelMetadata) -> None:
@@ -87,22 +132,55 @@ class DataPlane:
         start = self._begin(api)
         model_id = ""
         try:
+            name, version, graph = await self._target(name, version)
             model_id = (await self.registry.find(name, version)).id
             async with self.registry.use(name, version) as entry:
-                meta = entry.model.metadata
+                meta = _graph(entry, graph).metadata
                 inputs = decode(meta)
                 validate_inputs(inputs, meta)
                 if outputs:
                     _check_outputs(outputs, meta)
                 try:
-                    ex = await entry.runner.infer(inputs, outputs, priority, timeout_s)
+                    if graph is None:
+                        ex = await entry.runner.infer(inputs, outputs, priority, timeout_s)
+                    else:
+                        ex = await entry.runner.call(functools.partial(_infer_graph, graph, inputs, outputs),
+                                                     priority)
                 except InferenceFailed as e:  # the runtime's sentence, naming the model it is about
                     raise InferenceFailed(f"model {entry.id}: {e.message}", model_id=entry.id, detail=e.detail) from None
         except MLOSError as e:
             self._failed(model_id, e, start)
             raise
         done = self._succeeded(model_id, start, ex.queue_ns, ex.compute_ns, ex.outputs)
-        return InferResult(model_id, ex.outputs, done.queue_us, done.compute_us, done.total_us, ex.batch_size)
+        return InferResult(graph_id(model_id, graph), ex.outputs, done.queue_us, done.compute_us, done.total_us,
+                           ex.batch_size)
+
+    async def _target(self, name: str, version: str | None) -> tuple[str, str | None, str | None]:
+        """(model name, version, graph): a name that is no registered model, but a registered one
+        followed by ``/<graph>`` (``hf/t5-small/encoder@latest``), names one graph of that model."""
+        try:
+            await self.registry.find(name, version)
+            return name, version, None
+        except ModelNotFound as missing:
+            parent, graph = _split_graph(name, missing)
+            try:
+                await self.registry.find(parent, version)
+            except ModelNotFound:
+                raise missing from None
+            return parent, version, graph
+
+    def graph_of(self, name: str, version: str | None = None) -> tuple[ModelEntry, str] | None:
+        """(the model, the graph's name) when ``name`` is no registered model but one graph of a
+        registered model made of several (among the models this server knows already)."""
+        try:
+            self.registry.lookup(name, version)
+            return None
+        except ModelNotFound as missing:
+            try:
+                parent, graph = _split_graph(name, missing)
+                return self.registry.lookup(parent, version), graph
+            except ModelNotFound:
+                return None
 
     # ---- task level ---------------------------------------------------------------------------
     async def run_task(self, name: str, call: Callable[..., Any], *, api: str, priority: int = 0,
@@ -175,16 +253,19 @@ class DataPlane:
         loading = [e.id for e in self.registry.entries() if e.state.value == "loading"]
         return {"ready": not loading, **({"loading": loading} if loading else {})}
 
-    async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata]:
+    async def metadata(self, name: str, version: str | None = None) -> tuple[ModelEntry, ModelMetadata, str]:
+        """The entry, the metadata and the public id of a model, or of one of its graphs."""
+        name, version, graph = await self._target(name, version)
         async with self.registry.use(name, version) as entry:
-            return entry, entry.model.metadata
+            return entry, _graph(entry, graph).metadata, graph_id(entry.id, graph)
 
     def admit(self, name: str, version: str | None = None, *, api: str) -> None:
         """Refuse a request the model's queue cannot take, before its body is read or parsed
         (counted as a failed request of ``api``, as it would be after parsing)."""
         model_id = ""
         try:
-            entry = self.registry.lookup(name, version)
+            graph = self.graph_of(name, version)   # a graph is admitted by its model's queue
+            entry = graph[0] if graph else self.registry.lookup(name, version)
             model_id = entry.id
             self.registry.check_queue(entry)
         except MLOSError as e:

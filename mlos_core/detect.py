@@ -6,7 +6,9 @@
   and wire types, with lengths inside the file, and a ``graph`` (field 7).
 
 A directory is a model when it holds one recognisable model (``model.onnx`` wins among several
-ONNX files; a Hugging Face directory with ``config.json`` and ``*.safetensors`` is SafeTensors).
+ONNX files; optimum's encoder-decoder export, ``encoder_model.onnx`` with its decoder graphs, is one
+ONNX model: the directory; a Hugging Face directory with ``config.json`` and ``*.safetensors`` is
+SafeTensors), or holds nothing but an ``onnx/`` folder that does.
 """
 from __future__ import annotations
 
@@ -164,6 +166,11 @@ def _candidates(directory: Path) -> tuple[dict[str, list[Path]], list[str]]:
     return found, damaged
 
 
+def _is_seq2seq_export(files: list[Path]) -> bool:
+    names = {p.name for p in files}
+    return "encoder_model.onnx" in names and bool(names & {"decoder_model.onnx", "decoder_model_merged.onnx"})
+
+
 def detect(path: Path, preferred: str | None = None) -> Detected:
     """Find the model a path holds. ``preferred`` (a format name) picks among several formats."""
     path = Path(path)
@@ -176,6 +183,8 @@ def detect(path: Path, preferred: str | None = None) -> Detected:
     found, damaged = _candidates(path)
     if not found and damaged:
         raise UnprocessableModel(damaged[0])
+    if not found and (path / "onnx").is_dir() and not (path / "onnx").is_symlink():
+        return detect(path / "onnx", preferred)   # an export under onnx/ (transformers.js repos)
     if not found:
         names = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
         raise UnprocessableModel(f"{path}: no ONNX, GGUF or SafeTensors model in this directory (found: {names})")
@@ -187,6 +196,8 @@ def detect(path: Path, preferred: str | None = None) -> Detected:
     fmt = next(f for f in order if f in found)
     files = found[fmt]
     if fmt == SAFETENSORS and (path / "config.json").is_file():
+        return Detected(fmt, path)
+    if fmt == ONNX and path / "model.onnx" not in files and _is_seq2seq_export(files):
         return Detected(fmt, path)
     if len(files) == 1:
         return Detected(fmt, files[0])

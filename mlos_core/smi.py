@@ -109,6 +109,8 @@ class GenerationChunk:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # the last chunk of a generator that knows them: every generated token id, in order
+    token_ids: list[int] | None = None
     cached_tokens: int = 0
 
 
@@ -143,6 +145,12 @@ class Model(abc.ABC):
              cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
         raise TaskUnsupported("chat")
 
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams,
+                       cancelled: Callable[[], bool] = lambda: False) -> list[GenerationChunk]:
+        """One whole generation per prompt, run together (the last chunk of each, its ``text`` the
+        whole completion). Models that cannot batch generations do not offer it."""
+        raise TaskUnsupported("batched text generation")
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One float32 row per text, pooled (and normalised) the way the model prescribes."""
         raise TaskUnsupported("embeddings")
@@ -164,6 +172,10 @@ class Model(abc.ABC):
         """The most tokens prompt plus completion may hold, where the model has a limit."""
         return None
 
+    def graphs(self) -> Mapping[str, "Model"]:
+        """A model made of several graphs (an encoder-decoder export) names them here; each is
+        reachable as a tensor model of its own (``<name>/<graph>@<version>``)."""
+        return {}
     def serving_stats(self) -> Mapping[str, Any] | None:
         """Live figures of a model that schedules its own work (slots, decode steps, prompt
         cache...), read by ``/status`` and ``/metrics``; None when it has none."""

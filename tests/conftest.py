@@ -24,6 +24,12 @@ from . import onnx_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# llama.cpp's converter (axon_pkg.gguf_tools) is fetched once per llama-cpp-python version, as pip's
+# own cache is kept: tests that set their own AXON_HOME share this tools cache (a verified sdist
+# extract keyed by version, refetched when incomplete) instead of downloading it in every test.
+os.environ.setdefault("AXON_TOOLS_DIR", str(Path(os.environ.get("MLOS_TEST_CACHE", Path.home() / ".cache" /
+                                                                    "mlos-tests")) / "tools"))
+
 
 @dataclass
 class Models:

@@ -40,7 +40,7 @@ _INPUT_KEYS = {"tokens": "count", "sequence": "ints", "width": "count", "height"
                "prompt": "str", "max_tokens": "count", "sample_rate": "count", "duration_seconds": "seconds",
                "text_tokens": "count", "image_width": "count", "image_height": "count",
                "batch": "count", "turns": "count"}  # batch, turns: ours
-_INPUT_TYPES = {"text", "image", "audio", "multimodal", "text_generation"}
+_INPUT_TYPES = {"text", "image", "audio", "multimodal", "text_generation", "text2text"}
 _FORMATS = {"onnx", "gguf", "safetensors", "auto"}
 _TEST_INPUT_KEYS = {"category", "tokenizer", "text_tokenizer", "test_text", "max_length", "text_max_length",
                     "padding", "truncation", "required_inputs", "decoder_start_token_id", "preprocessor",

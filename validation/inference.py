@@ -5,11 +5,14 @@ Tensor models (encoders, vision, CLIP, audio, decoders as NLP) are called on the
 Protocol (``/v2/models/{id}/infer``: explicit shapes and datatypes, so a decoder's empty key/value
 cache travels too). LLMs: the small phase is a completion on the MLOS API (``{"prompt", ...}``), the
 large phase a multi-turn ``/v1/chat/completions``; their parity is a first forward pass through the
-v2 path against PyTorch's logits.
+v2 path against PyTorch's logits, or, for a GGUF conversion, llama.cpp's tokens against
+transformers' (``generation_checks``). Encoder-decoders (``input_type: text2text``) generate
+through the MLOS API and are compared token for token with transformers' ``generate``.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
@@ -94,7 +97,19 @@ def _tensor_phase(core, spec, size, ctx) -> PhaseResult:
 def _llm_phase(core, spec, size, ctx) -> PhaseResult:
     model_id = ctx["model_id"]
     result = PhaseResult("success")
-    if ctx["refs"].available(spec.source)[0] and ctx["meta"] and ctx["meta"].get("inputs"):
+    gguf = spec.format == "gguf" or (ctx.get("format") == "gguf")
+    if gguf and ctx["refs"].available(spec.source)[0]:
+        # a conversion of a generated model: llama.cpp on its GGUF file against transformers, token for token
+        from .generation_checks import gguf_parity
+
+        t = time.perf_counter()
+        text, _ = inp.prompt(spec, size)
+        floor = (spec.extra.get("parameters") or {}).get("min_top1_agreement") or 0.9
+        result.parity, details = gguf_parity(ctx["refs"], spec.source, text, Path(ctx["package_path"]),
+                                             (ctx.get("conversion") or {}).get("quant"), float(floor))
+        result.details = {"token_parity": details}
+        result.time_ms = (time.perf_counter() - t) * 1000.0
+    elif ctx["refs"].available(spec.source)[0] and ctx["meta"] and ctx["meta"].get("inputs"):
         # parity first: one forward pass of the prompt, empty cache, logits against PyTorch's
         result = _tensor_phase(core, spec, size, {**ctx, "reps": 1, "warmup": 0})
         result.details = {"parity_request": result.details["request"]}
@@ -135,7 +150,11 @@ def run_phase(core: CoreServer, spec, size: str, ctx: dict) -> PhaseResult:
     defaults, refs, warmup, reps, timeout, tolerance."""
     t0 = time.perf_counter()
     try:
-        if spec.category == "llm":
+        if spec.input_type == "text2text":
+            from .generation_checks import text2text_phase
+
+            result = text2text_phase(core, spec, size, ctx)
+        elif spec.category == "llm":
             result = _llm_phase(core, spec, size, ctx)
         else:
             if not ctx["meta"] or not ctx["meta"].get("inputs"):

@@ -171,6 +171,60 @@ class References:
         return {k: v.detach().numpy() for k, v in out.items() if isinstance(v, torch.Tensor)}
 
 
+    # ---- generation references (token ids) --------------------------------------------------------
+
+    def model_dir(self, source: str) -> Path:
+        kind, _, what = source.partition(":")
+        if kind != "tiny":
+            raise SourceError(f"no generation reference for {source}: only generated models have one here")
+        return tiny_model_dir(what)
+
+    def tokenizer(self, source: str):
+        from transformers import AutoTokenizer
+
+        key = ("tokenizer", source)
+        if key not in self._models:
+            self._models[key] = AutoTokenizer.from_pretrained(str(self.model_dir(source)))
+        return self._models[key]
+
+    def seq2seq_greedy(self, source: str, prompts: list[str], n: int) -> tuple[list[list[int]], int]:
+        """transformers' greedy ``generate`` over the padded batch: per prompt the generated ids (the
+        decoder start token dropped) up to and including the first end-of-sequence token; and that
+        token's id. ``forced_eos_token_id`` is off: the core does not force EOS at the token budget."""
+        import torch
+
+        model, tok = self._model(source), self.tokenizer(source)
+        enc = tok(prompts, return_tensors="pt", padding=True, return_token_type_ids=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=n, do_sample=False, num_beams=1, forced_eos_token_id=None)
+        eos = model.generation_config.eos_token_id
+        rows = []
+        for row in out[:, 1:].tolist():
+            cut = next((i for i, t in enumerate(row) if t == eos), None)
+            rows.append(row if cut is None else row[:cut + 1])
+        return rows, eos
+
+    def causal_greedy(self, source: str, prompt: str, n: int) -> tuple[list[int], list[int]]:
+        """(prompt ids, transformers' ``n`` greedy ids), end-of-sequence suppressed (min_new_tokens)
+        so that both sides run all ``n`` steps."""
+        import torch
+
+        model, tok = self._model(source), self.tokenizer(source)
+        ids = tok(prompt).input_ids
+        with torch.no_grad():
+            out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 max_new_tokens=n, min_new_tokens=n, do_sample=False, num_beams=1,
+                                 pad_token_id=tok.eos_token_id)
+        return ids, out[0, len(ids):].tolist()
+
+    def causal_logits(self, source: str, seq: list[int]) -> np.ndarray:
+        """PyTorch's logits at every position of ``seq`` ([len(seq), vocab])."""
+        import torch
+
+        with torch.no_grad():
+            return self._model(source)(torch.tensor([seq])).logits[0].numpy()
+
+
 def parity(core: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> tuple[float, list[str]]:
     """max |core - reference| over the outputs both have (shapes must agree); and their names."""
     common = [k for k in core if k in ref]

@@ -61,7 +61,9 @@ def _unregister(core: CoreServer, model_id: str) -> None:
 
 
 def _arm_id(model_id: str, name: str) -> str:
-    return f"{model_id.rsplit('@', 1)[0]}@{name}"
+    """An arm's own id beside the row's model, which stays registered: a GGUF row's id has its type as
+    its version already (``hf/org/llm@F16``), so the arms' versions are prefixed."""
+    return f"{model_id.rsplit('@', 1)[0]}@quant-{name}"
 
 
 def _row(spec, parent_fmt: str, parent_path: Path | None, v: quantize.Variant) -> dict:

@@ -24,10 +24,12 @@ ONNX (onnxruntime.quantization):
   without FP16 arithmetic it is not), which is what the row measures.
 
 GGUF (llama.cpp's ``llama_model_quantize``, the library behind ``llama-quantize``): ``Q8_0`` and
-``Q4_K_M`` from a full-precision (F16/BF16/F32) parent only. Quantising an already quantised file
-(the demo's Q4_K_M) would compare a model with a degraded copy of itself and is refused. Runs in a
-subprocess (``python -m validation.quantize gguf``): llama.cpp writes a line per tensor to stderr,
-and a crash in it must not take the validator down.
+``Q4_K_M`` from a full-precision (F16/BF16/F32) parent only, made by axon-py's own quantiser
+(``axon_pkg.gguf_convert.quantize_gguf``, which runs it in a subprocess: llama.cpp writes a line
+per tensor to stderr, and a crash in it must not take the validator down). Quantising an already
+quantised file (the demo's Q4_K_M) would compare a model with a degraded copy of itself and is
+refused; the parent's file type is read in a subprocess too (``python -m validation.quantize
+gguf-info``).
 """
 from __future__ import annotations
 
@@ -253,22 +255,26 @@ def gguf_variants(parent: Path, out_dir: Path, timeout: float = 1800) -> list[Va
         reason = (f"the parent is already quantised (llama_ftype {ftype}): quantising it again would measure a "
                   "degraded copy against itself; these rows need an F16 GGUF converted from a checkpoint")
         return [Variant(n, "", why[n], "not applicable", error=reason) for n in GGUF_VARIANTS]
+    from axon_pkg.errors import AxonError
+    from axon_pkg.gguf_convert import quantize_gguf   # axon-py's quantiser: the one way GGUF is quantised
+
     made = []
     for name in GGUF_VARIANTS:
         out = out_dir / f"{name}.gguf"
-        v = Variant(name, f"llama.cpp llama_model_quantize from {FULL_PRECISION_GGUF[ftype]}", why[name],
+        v = Variant(name, f"llama.cpp llama_model_quantize from {FULL_PRECISION_GGUF[ftype]} "
+                          "(axon_pkg.gguf_convert.quantize_gguf)", why[name],
                     details={"parent_precision": FULL_PRECISION_GGUF[ftype]})
         try:
-            _gguf_subprocess("gguf", str(parent), str(out), name, timeout=timeout)
+            v.details["quantize_s"] = round(quantize_gguf(parent, out, name, timeout_s=timeout), 3)
             v.path, v.bytes = str(out), out.stat().st_size
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            v.status, v.error = "failed", str(e)
+        except AxonError as e:
+            v.status, v.error = "failed", e.message
         made.append(v)
     return made
 
 
 def _main(argv: list[str]) -> int:
-    """The subprocess side: ``gguf-info FILE`` and ``gguf IN OUT TYPE``, each printing one JSON line."""
+    """The subprocess side: ``gguf-info FILE``, printing one JSON line."""
     import ctypes
 
     import llama_cpp
@@ -286,16 +292,7 @@ def _main(argv: list[str]) -> int:
         llama_cpp.llama_model_free(model)
         print(json.dumps({"file_type": int(buf.value) if n > 0 else 0}))   # absent: an all-F32 file
         return 0
-    if argv[:1] == ["gguf"] and len(argv) == 4 and argv[3] in GGUF_VARIANTS:
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{argv[3]}")
-        rc = llama_cpp.llama_model_quantize(argv[1].encode(), argv[2].encode(), ctypes.byref(params))
-        if rc != 0:
-            print(f"llama_model_quantize returned {rc}", file=sys.stderr)
-            return 1
-        print(json.dumps({"out": argv[2], "type": argv[3]}))
-        return 0
-    print("usage: python -m validation.quantize gguf-info FILE | gguf IN OUT {Q8_0,Q4_K_M}", file=sys.stderr)
+    print("usage: python -m validation.quantize gguf-info FILE", file=sys.stderr)
     return 2
 
 

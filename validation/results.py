@@ -33,12 +33,14 @@ class Interval:
 
 @dataclass
 class Parity:
-    """Outputs against the PyTorch reference (generated models) or a stored expectation."""
-    reference: str                # "pytorch" | "torchvision" | "tensorflow" | "expected-values" | "none: <why>"
+    """Outputs against the PyTorch reference (generated models) or a stored expectation; for
+    generators, token ids against transformers' greedy ones (``measure`` says what was compared)."""
+    reference: str                # "pytorch" | "torchvision" | "tensorflow" | "pytorch greedy tokens" | "expected-values" | "none: <why>"
     max_abs_diff: float | None
     tolerance: float | None
     passed: bool | None
     cosine: float | None = None   # of the outputs against the reference, flattened (schema 1.1)
+    measure: str | None = None    # token checks: "16/16 greedy tokens equal; top-1 agreement 1.00 over 24"
 
 
 @dataclass

@@ -22,7 +22,7 @@ from . import environment, phases
 from .config import ModelSpec, Suite, load_suite
 from .core_proc import CoreError, CoreServer, kernel_available
 from .inference import run_phase
-from .offline_models import References, SourceError
+from .offline_models import CACHE_ROOT, References, SourceError
 from .repo_standins import StandIns
 from .progress import Progress
 from .results import PHASES, ModelResult, PhaseResult, latest_summary, now_iso
@@ -61,6 +61,8 @@ def _hub_env(work: Path, hub_url: str | None) -> dict:
     work dir, or the cache a caller keeps between runs)."""
     env = {**os.environ, "AXON_HOME": str(work / "axon"), "HF_HOME": str(work / "hf"),
            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # llama.cpp's converter (fetched once per llama-cpp-python version) lives beside the generated models
+    env.setdefault("AXON_TOOLS_DIR", str(CACHE_ROOT.parent / "tools"))
     if hub_url:
         env.update(HF_ENDPOINT=hub_url, HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_IMPLICIT_TOKEN="1")
         for k in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
@@ -116,7 +118,8 @@ def _model_in_mode(core: CoreServer, sampler, spec: ModelSpec, install: PhaseRes
            "refs": refs, "warmup": s["warmup"],
            "reps": (opts.repetitions or (s["llm_repetitions"] if llm else s["repetitions"])),
            "timeout": s["llm_inference_timeout"] if llm else s["inference_timeout"],
-           "tolerance": spec.tolerance or s["parity_tolerance"]}
+           "tolerance": spec.tolerance or s["parity_tolerance"],
+           "format": (pkg or {}).get("format"), "conversion": (pkg or {}).get("conversion")}
     for size in ("small", "large"):
         if size == "large" and not s["run_large_tests"]:
             result.phases["inference_large"] = PhaseResult("skipped", 0.0, "run_large_tests: false in models.yaml")

@@ -1,6 +1,8 @@
-"""The 18 architectures of the seeds' matrix, shrunk: one transformers config per architecture (the
-same ``model_type`` and head class as the seed model, layers and widths cut down) and the
-pre-processing files the architecture needs (tokenizer.json, preprocessor_config.json).
+"""The 18 architectures of the seeds' matrix (and BART, a second encoder-decoder), shrunk: one
+transformers config per architecture (the same ``model_type`` and head class as the seed model,
+layers and widths cut down) and the pre-processing files the architecture needs (tokenizer.json,
+preprocessor_config.json; the LLMs' SentencePiece tokenizer.model, which llama.cpp's GGUF
+converter reads).
 
 ``ARCHS[name]`` is a JSON-able spec; :func:`build` turns it into a random-weight model saved as
 SafeTensors. The spec is what the cache key hashes, so changing a number here rebuilds the model.
@@ -27,9 +29,20 @@ ARCHS: dict[str, dict] = {
     "roberta": {"config": ["RobertaConfig", {**_TXT, "max_position_embeddings": 130, "pad_token_id": 1,
                                              "bos_token_id": 0, "eos_token_id": 2}],
                 "head": "RobertaForMaskedLM", "tokenizer": "wordpiece"},
-    "t5": {"config": ["T5Config", {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_decoder_layers": 2,
-                                   "num_heads": 4, "decoder_start_token_id": 0, "pad_token_id": 0}],
+    # T5 v1.1's gated-GELU feed-forward, wider and at a larger initialisation than T5's default: a
+    # random T5 this small otherwise repeats one token from the second step on (greedy), which would
+    # make the token-for-token comparison with transformers say little
+    "t5": {"config": ["T5Config", {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_decoder_layers": 2,
+                                   "num_heads": 4, "decoder_start_token_id": 0, "pad_token_id": 0,
+                                   "feed_forward_proj": "gated-gelu", "initializer_factor": 3.0}],
            "head": "T5ForConditionalGeneration", "tokenizer": "wordpiece"},
+    # not one of the seeds' 18: the second encoder-decoder of the offline suite (issue 16); BART's
+    # byte-level BPE with RoBERTa's special tokens, forced_bos_token_id as bart-large has it
+    "bart": {"config": ["BartConfig", {"d_model": 32, "encoder_layers": 2, "decoder_layers": 2,
+                                       "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+                                       "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 128,
+                                       "init_std": 1.0, "forced_bos_token_id": 0}],
+             "head": "BartForConditionalGeneration", "tokenizer": "bart"},
     "distilbert": {"config": ["DistilBertConfig", {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64,
                                                    "max_position_embeddings": 128}],
                    "head": "DistilBertForMaskedLM", "tokenizer": "wordpiece"},
@@ -75,17 +88,17 @@ ARCHS: dict[str, dict] = {
                                                "do_stable_layer_norm": True, "feat_extract_norm": "layer"}],
                  "head": "Wav2Vec2ForCTC",
                  "processor": ["Wav2Vec2FeatureExtractor", {"sampling_rate": 16000, "return_attention_mask": True}]},
-    "tinyllama": {"config": ["LlamaConfig", dict(_LLM)], "head": "LlamaForCausalLM", "tokenizer": "bpe",
+    "tinyllama": {"config": ["LlamaConfig", dict(_LLM)], "head": "LlamaForCausalLM", "tokenizer": "spm",
                   "chat_template": "zephyr"},
     "llama-3.2-1b": {"config": ["LlamaConfig", {**_LLM, "tie_word_embeddings": True, "rope_theta": 500000.0,
                                                 "rope_scaling": {"rope_type": "llama3", "factor": 32.0,
                                                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                                  "original_max_position_embeddings": 64}}],
-                     "head": "LlamaForCausalLM", "tokenizer": "bpe", "chat_template": "llama3"},
+                     "head": "LlamaForCausalLM", "tokenizer": "spm", "chat_template": "llama3"},
     "qwen2": {"config": ["Qwen2Config", {**_LLM, "tie_word_embeddings": True}], "head": "Qwen2ForCausalLM",
-              "tokenizer": "bpe", "chat_template": "chatml"},
+              "tokenizer": "spm", "chat_template": "chatml"},
     "deepseek-coder": {"config": ["LlamaConfig", {**_LLM, "rope_scaling": {"type": "linear", "factor": 4.0}}],
-                       "head": "LlamaForCausalLM", "tokenizer": "bpe", "chat_template": "deepseek"},
+                       "head": "LlamaForCausalLM", "tokenizer": "spm", "chat_template": "deepseek"},
 }
 
 # The chat templates of the seed models, in their shape (role tags), so a multi-turn request is
@@ -105,9 +118,10 @@ CHAT_TEMPLATES = {
 
 
 def _tokenizer(kind: str, chat_template: str | None):
-    from .tiny_tokenizers import bpe_tokenizer, wordpiece_tokenizer
+    from .tiny_tokenizers import bart_tokenizer, bpe_tokenizer, spm_tokenizer, wordpiece_tokenizer
 
-    tok = wordpiece_tokenizer() if kind == "wordpiece" else bpe_tokenizer()
+    tok = {"wordpiece": wordpiece_tokenizer, "bpe": bpe_tokenizer, "bart": bart_tokenizer,
+           "spm": spm_tokenizer}[kind]()
     tok.model_max_length = 128
     if chat_template:
         tok.chat_template = CHAT_TEMPLATES[chat_template]
@@ -128,6 +142,8 @@ def build(name: str, dest: Path, seed: int) -> None:
         kwargs["vocab_size"] = len(tok)
         if spec["tokenizer"] == "bpe":  # the BPE's one special token ends generation
             kwargs.update(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+        elif spec["tokenizer"] == "spm":   # <s> and </s> of the SentencePiece vocabulary
+            kwargs.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     if cls_name == "CLIPConfig":
         kwargs["text_config"] = {**kwargs["text_config"], "vocab_size": len(tok),
                                  "pad_token_id": tok.pad_token_id, "bos_token_id": tok.cls_token_id,

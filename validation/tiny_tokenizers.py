@@ -1,11 +1,15 @@
 """Deterministic tokenizers for tiny random-weight models (the validator's offline suite and the
-axon tests' local hub): a BERT-style WordPiece and a GPT-2-style byte-level BPE, both built from a
-fixed corpus in Python so every run writes identical tokenizer files."""
+axon tests' local hub): a BERT-style WordPiece, a GPT-2-style byte-level BPE and a BART-style one
+(RoBERTa's special tokens), built from a fixed corpus in Python so every run writes identical files;
+and a Llama-style SentencePiece model (``tokenizer.model`` beside its ``tokenizer.json``) trained by
+the sentencepiece library on that corpus with one thread: what llama.cpp's GGUF converter reads for
+Llama and Qwen2 vocabularies (a byte-level BPE vocabulary it accepts only when it knows the
+tokenizer's hash, i.e. for published models)."""
 from __future__ import annotations
 
 import re
 
-__all__ = ["wordpiece_tokenizer", "bpe_tokenizer", "CORPUS"]
+__all__ = ["wordpiece_tokenizer", "bpe_tokenizer", "bart_tokenizer", "spm_tokenizer", "CORPUS"]
 
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
@@ -45,13 +49,12 @@ def wordpiece_tokenizer():
         mask_token="[MASK]", model_max_length=64)
 
 
-def bpe_tokenizer(n_merges: int = 48):
-    """A GPT-2-style byte-level BPE whose merges are learnt here in Python (most frequent pair, ties
-    broken lexically), so the files are identical on every run."""
+def _byte_level_bpe(n_merges: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """The byte alphabet and merges learnt here in Python (most frequent pair, ties broken
+    lexically), so the files are identical on every run."""
     from collections import Counter
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -77,14 +80,100 @@ def bpe_tokenizer(n_merges: int = 48):
                     out.append(seq[i])
                     i += 1
             seqs[w] = out
-    tokens = alphabet + [a + b for a, b in merges] + ["<|endoftext|>"]
-    vocab = {}
+    return alphabet, merges
+
+
+def _vocab(tokens: list[str]) -> dict[str, int]:
+    vocab: dict[str, int] = {}
     for t in tokens:
         vocab.setdefault(t, len(vocab))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = byte_level
+    return vocab
+
+
+def bpe_tokenizer(n_merges: int = 48):
+    """A GPT-2-style byte-level BPE (one special token, last: ``<|endoftext|>``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet, merges = _byte_level_bpe(n_merges)
+    tok = Tokenizer(models.BPE(vocab=_vocab(alphabet + [a + b for a, b in merges] + ["<|endoftext|>"]),
+                               merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<|endoftext|>"])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>",
         model_max_length=64)
+
+
+def bart_tokenizer(n_merges: int = 48):
+    """A BART/RoBERTa-style byte-level BPE: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, the
+    pieces, ``<mask>`` last; a text is encoded as ``<s> ... </s>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet, merges = _byte_level_bpe(n_merges)
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    vocab = _vocab(specials + alphabet + [a + b for a, b in merges] + ["<mask>"])
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
+    tok.add_special_tokens(specials + ["<mask>"])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>", mask_token="<mask>", model_max_length=128)
+
+
+def spm_tokenizer(vocab_size: int = 400):
+    """A Llama-style SentencePiece BPE (``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, byte fallback) trained on
+    the corpus, as a ``LlamaTokenizerFast`` whose ``save_pretrained`` writes both ``tokenizer.model``
+    (what llama.cpp's converter reads) and ``tokenizer.json`` (what the core reads)."""
+    import io
+    import tempfile
+    from pathlib import Path
+
+    import sentencepiece as spm
+    from transformers import LlamaTokenizerFast
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, hard_vocab_limit=False, num_threads=1, character_coverage=1.0,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True, split_digits=True,
+        normalization_rule_name="identity", minloglevel=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.model"
+        path.write_bytes(model.getvalue())
+        # from_slow: tokenizer.json is converted from the SentencePiece model, as for Llama 2
+        tok = LlamaTokenizerFast(vocab_file=str(path), legacy=True, add_prefix_space=True, add_bos_token=True,
+                                 add_eos_token=False, from_slow=True)
+    tok.model_max_length = 512
+    tok.vocab_file = None
+    return _WithSentencePiece(tok, model.getvalue())
+
+
+class _WithSentencePiece:
+    """A tokenizer whose ``save_pretrained`` also writes its SentencePiece ``tokenizer.model``."""
+
+    def __init__(self, tok, spm_bytes: bytes):
+        self.__dict__.update(_tok=tok, _spm=spm_bytes)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._tok, name, value)
+
+    def __len__(self):
+        return len(self._tok)
+
+    def __call__(self, *args, **kwargs):
+        return self._tok(*args, **kwargs)
+
+    def save_pretrained(self, dest, **kwargs):
+        from pathlib import Path
+
+        out = self._tok.save_pretrained(dest, **kwargs)
+        (Path(dest) / "tokenizer.model").write_bytes(self._spm)
+        return out

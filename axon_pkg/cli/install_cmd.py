@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .. import config
+from ..gguf_convert import QUANTS
 from ..install import FORMATS, install
 from ..local import pack
 from ..manifest import MANIFEST_NAME, read_manifest, write_manifest
@@ -18,8 +19,12 @@ def add_commands(sub) -> None:
                                        "or a local path")
     p.add_argument("ref")
     p.add_argument("-f", "--format", choices=FORMATS, default=None,
-                   help="auto (GGUF > ONNX > SafeTensors converted to ONNX), onnx, gguf, native (keep SafeTensors)")
+                   help="auto (GGUF > ONNX > SafeTensors converted: a decoder LLM to GGUF, others to ONNX), onnx, "
+                        "gguf (SafeTensors converted with llama.cpp's tools), native (keep SafeTensors)")
     p.add_argument("--file", help="install this one weights file of the repo (e.g. a GGUF quantisation)")
+    p.add_argument("--quant", type=str.upper, choices=QUANTS, metavar="TYPE",
+                   help="GGUF type: the repo's GGUF file of that type, or what SafeTensors are converted to "
+                        "with llama.cpp's converter and quantiser (default Q4_K_M; one of " + ", ".join(QUANTS) + ")")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--register", action="store_true", help="register with the MLOS core after installing")
     p.add_argument("--endpoint", help="MLOS core URL (default: MLOS_CORE_ENDPOINT, config mlos.endpoint)")
@@ -60,7 +65,7 @@ def cmd_install(args) -> int:
     quiet = args.quiet or not sys.stderr.isatty()
     fmt = args.format or config.get("install.format")
     result = install(args.ref, fmt=fmt, wanted_file=args.file, quiet=quiet, progress=say(args.quiet),
-                     trust_repo=args.trust_repo, input_shape=args.input_shape)
+                     trust_repo=args.trust_repo, input_shape=args.input_shape, quant=args.quant)
     pkg = result.package
     out = {
         "package": pkg.ref, "path": str(pkg.path), "reused": result.reused,

@@ -145,15 +145,19 @@ def select_files(files: list[RemoteFile], fmt: str = "auto", selector: str | Non
     gguf = [f for f in usable if f.path.endswith(".gguf")]
     onnx = [f for f in usable if f.path.endswith(".onnx")]
     st = [f for f in usable if f.path.endswith(".safetensors")]
-    order = {"auto": [GGUF, ONNX, SAFETENSORS], "gguf": [GGUF], "onnx": [ONNX, SAFETENSORS],
+    # SafeTensors under "gguf" and "onnx": converted to that format by the install
+    order = {"auto": [GGUF, ONNX, SAFETENSORS], "gguf": [GGUF, SAFETENSORS], "onnx": [ONNX, SAFETENSORS],
              "native": [SAFETENSORS, GGUF, ONNX]}[fmt]
     for kind in order:
         if kind == GGUF and gguf:
             return Selection(GGUF, _pick_gguf(gguf, selector), f"GGUF {selector or DEFAULT_QUANT}")
         if kind == ONNX and onnx:
-            chosen = _pick_onnx(onnx)
-            data = [f for f in usable if f.path != chosen.path and f.path.startswith(chosen.path)]
-            return Selection(ONNX, [chosen, *data, *support], f"ONNX file {chosen.path}")
+            graphs = _seq2seq_graphs(onnx) or [_pick_onnx(onnx)]
+            names = {g.path for g in graphs}
+            data = [f for f in usable if f.path not in names and any(f.path.startswith(n) for n in names)]
+            what = (f"ONNX file {graphs[0].path}" if len(graphs) == 1
+                    else "ONNX encoder-decoder " + ", ".join(sorted(names)))
+            return Selection(ONNX, [*graphs, *data, *support], what)
         if kind == SAFETENSORS and st:
             index = [f for f in usable if f.path.endswith(".safetensors.index.json")]
             top = [f for f in st if "/" not in f.path] or st
@@ -163,9 +167,28 @@ def select_files(files: list[RemoteFile], fmt: str = "auto", selector: str | Non
         raise SelectionError(
             f"the repo's weights are only in formats axon-py never loads ({', '.join(pickles[:5])}): pickles can "
             "run arbitrary code", hint="choose a repo (or revision) with SafeTensors, ONNX or GGUF weights")
-    want = {"auto": "GGUF, ONNX or SafeTensors", "gguf": "GGUF", "onnx": "ONNX or SafeTensors to convert",
+    want = {"auto": "GGUF, ONNX or SafeTensors", "gguf": "GGUF or SafeTensors to convert", "onnx": "ONNX or SafeTensors to convert",
             "native": "SafeTensors"}[fmt]
     raise SelectionError(f"no {want} weights in the repo (files: {', '.join(sorted(by_path)[:15]) or 'none'})")
+
+
+def _seq2seq_graphs(onnx: list[RemoteFile]) -> list[RemoteFile] | None:
+    """An encoder-decoder export (optimum's file names) in one folder: the encoder with the merged
+    decoder, else with the split decoders; the shallowest folder wins. None when there is none."""
+    folders: dict[str, dict[str, RemoteFile]] = {}
+    for f in onnx:
+        folder, _, name = f.path.rpartition("/")
+        folders.setdefault(folder, {})[name] = f
+    for folder in sorted(folders, key=lambda d: (d.count("/") + bool(d), d)):
+        files = folders[folder]
+        if "encoder_model.onnx" not in files:
+            continue
+        if "decoder_model_merged.onnx" in files:
+            return [files["encoder_model.onnx"], files["decoder_model_merged.onnx"]]
+        if "decoder_model.onnx" in files:
+            return [files[n] for n in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+                    if n in files]
+    return None
 
 
 def _pick_onnx(onnx: list[RemoteFile]) -> RemoteFile:

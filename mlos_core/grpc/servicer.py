@@ -147,7 +147,7 @@ class InferenceServicer:
         parameters (max_tokens, temperature, top_p, top_k, seed, stop, repetition_penalty)."""
         if len(request.inputs) != 1 or request.inputs[0].name not in PROMPT_INPUTS or request.inputs[0].datatype != "BYTES":
             return False
-        entry, _ = await self.plane.metadata(resolve(self.plane.registry, request.model_name, request.model_version).id)
+        entry, _, _ = await self.plane.metadata(resolve(self.plane.registry, request.model_name, request.model_version).id)
         return GENERATE in entry.model.tasks
 
     async def _generate(self, request, streamed: bool) -> AsyncIterator:

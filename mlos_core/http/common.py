@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..dataplane import graph_id
 from ..errors import BadRequest, MethodNotAllowed, MLOSError, PayloadTooLarge
 from ..oip.names import protocol_error
 from .json_body import JsonParser, MalformedJson
@@ -179,6 +180,12 @@ def describe_model(entry: ModelEntry, with_io: bool = False) -> dict:
         out["inputs"] = [tensor_spec(t) for t in meta.inputs]
         out["outputs"] = [tensor_spec(t) for t in meta.outputs]
         out["batchable"] = meta.batchable
+        graphs = entry.model.graphs() if hasattr(entry.model, "graphs") else {}
+        if graphs:  # several graphs, each reachable as a tensor model of its own
+            out["graphs"] = {name: {"id": graph_id(r.id, name),
+                                    "inputs": [tensor_spec(t) for t in g.metadata.inputs],
+                                    "outputs": [tensor_spec(t) for t in g.metadata.outputs]}
+                             for name, g in graphs.items()}
         if meta.properties.get("unavailable_outputs"):
             out["unavailable_outputs"] = list(meta.properties["unavailable_outputs"])
         if entry.batching is not None:

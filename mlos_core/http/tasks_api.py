@@ -89,13 +89,27 @@ async def run(plane: DataPlane, model_name: str, body: dict,
             def call(m: Model, cancelled):
                 return _collect(m.chat(messages, params, cancelled))
         else:
-            prompt = text_value(next(body[k] for k in ("prompt", "text", "inputs", "input") if k in body), "prompt")
+            raw = next(body[k] for k in ("prompt", "text", "inputs", "input") if k in body)
+            if isinstance(raw, list):   # several prompts, generated together where the model batches
+                prompts = _texts(raw)
+                result = await plane.run_task(model_name, lambda m, cancelled: m.generate_batch(prompts, params, cancelled),
+                                              api="mlos", cancellable=True, disconnected=disconnected)
+                texts = [c.text for c in result.value]
+                outputs = {"generated_text": texts, "text": texts,
+                           "finish_reason": [c.finish_reason for c in result.value], "usage": _usage(result.value)}
+                if all(c.token_ids is not None for c in result.value):
+                    outputs["token_ids"] = [c.token_ids for c in result.value]
+                return task, outputs, result
+            prompt = text_value(raw, "prompt")
 
             def call(m: Model, cancelled):
                 return _collect(m.generate(prompt, params, cancelled))
         result = await plane.run_task(model_name, call, api="mlos", cancellable=True, disconnected=disconnected)
-        text, finish, usage = result.value
-        return task, {"generated_text": text, "text": text, "finish_reason": finish, "usage": usage}, result
+        text, finish, usage, token_ids = result.value
+        outputs = {"generated_text": text, "text": text, "finish_reason": finish, "usage": usage}
+        if token_ids is not None:
+            outputs["token_ids"] = token_ids
+        return task, outputs, result
     if task == CLASSIFY_IMAGE:
         image = _image(body.get("image"))
         top_k = _top_k(body)
@@ -124,12 +138,18 @@ def _top_k(body: dict) -> int:
     return k
 
 
-def _collect(chunks) -> tuple[str, str | None, dict]:
+def _usage(chunks) -> dict:
+    usage = {"prompt_tokens": sum(c.prompt_tokens for c in chunks),
+             "completion_tokens": sum(c.completion_tokens for c in chunks)}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    usage["prompt_tokens_details"] = {"cached_tokens": sum(c.cached_tokens for c in chunks)}
+    return usage
+
+
+def _collect(chunks) -> tuple[str, str | None, dict, list[int] | None]:
     parts, last = [], None
     for chunk in chunks:
         parts.append(chunk.text)
         last = chunk
-    usage = {"prompt_tokens": last.prompt_tokens if last else 0, "completion_tokens": last.completion_tokens if last else 0}
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-    usage["prompt_tokens_details"] = {"cached_tokens": last.cached_tokens if last else 0}
-    return "".join(parts), last.finish_reason if last else None, usage
+    return ("".join(parts), last.finish_reason if last else None, _usage([last] if last else []),
+            last.token_ids if last else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..dataplane import DataPlane
+from ..dataplane import DataPlane, graph_id
 from ..errors import BadRequest, MethodNotAllowed
 from ..oip import repository
 from ..oip.names import answer_version, resolve
@@ -73,9 +73,10 @@ class V2Api:
         name, version = request.match_info["name"], request.match_info.get("version")
         params = infer_params(body, name)
         outputs, out_params = requested_outputs(body.get("outputs"), self.regions)
-        entry = resolve(self.plane.registry, name, version)
+        graph = self.plane.graph_of(name, version)   # one graph of a model of several: org/model/encoder
+        entry = graph[0] if graph else resolve(self.plane.registry, name, version)
         result = await self.plane.infer(
-            entry.id, lambda meta: decode_inputs(inputs, binary, self.regions),
+            graph_id(entry.id, graph[1]) if graph else entry.id, lambda meta: decode_inputs(inputs, binary, self.regions),
             outputs=outputs, priority=params.priority, timeout_s=params.timeout_s, api="v2",
         )
         entries, chunks = encode_outputs(result.outputs, out_params, params.binary_output, self.regions)

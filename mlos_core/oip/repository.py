@@ -47,18 +47,25 @@ def model_ready(plane: DataPlane, name: str, version: str | None) -> tuple[bool,
 async def _loaded(plane: DataPlane, name: str, version: str | None) -> ModelEntry:
     entry = resolve(plane.registry, name, version)
     try:
-        found, _ = await plane.metadata(entry.id)
+        found, _, _ = await plane.metadata(entry.id)
     except MLOSError as e:
         raise protocol_error(e) from None
     return found
 
 
 async def model_metadata(plane: DataPlane, name: str, version: str | None) -> dict:
-    entry = await _loaded(plane, name, version)
-    meta = entry.model.metadata
+    try:
+        entry = await _loaded(plane, name, version)
+        meta, answered = entry.model.metadata, answer_version(entry, version)
+    except ModelNotFound as missing:   # maybe one graph of a model made of several: org/model/encoder
+        try:
+            entry, meta, _ = await plane.metadata(name, version)
+        except ModelNotFound:
+            raise missing from None
+        answered = answer_version(entry, version)
     out = {
         "name": name,
-        "versions": [answer_version(entry, version)],
+        "versions": [answered],
         "platform": meta.platform,
         "inputs": [_spec(t) for t in meta.inputs],
         "outputs": [_spec(t) for t in meta.outputs],

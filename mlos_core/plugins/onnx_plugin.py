@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -166,6 +167,14 @@ class OnnxPlugin(FormatPlugin):
         return True, onnxruntime.__version__
 
     def load(self, source: ModelSource, options: LoadOptions) -> Model:
+        if source.model_path.is_dir():  # an encoder-decoder export: several graphs, one model
+            from .onnx_graphs import load_graph_set
+
+            return load_graph_set(source.model_path, lambda path: self.open(path, options))
+        return self.open(source.model_path, options)
+
+    def open(self, path, options: LoadOptions) -> OnnxModel:
+        """One ONNX graph on its own session."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -176,13 +185,13 @@ class OnnxPlugin(FormatPlugin):
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
         so.add_session_config_entry("session.inter_op.allow_spinning", "1" if options.allow_spinning else "0")
         try:
-            session = ort.InferenceSession(str(source.model_path), so, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise UnprocessableModel(_load_failure(source.model_path, e), detail=str(e).strip()[:4000]) from None
-        return OnnxModel(session, str(source.model_path))
+            raise UnprocessableModel(_load_failure(Path(path), e), detail=str(e).strip()[:4000]) from None
+        return OnnxModel(session, str(path))
 
 
-def _load_failure(path, e: Exception) -> str:
+def _load_failure(path: Path, e: Exception) -> str:
     text = str(e)
     if "Protobuf parsing failed" in text or "Failed to load model" in text and "parse" in text.lower():
         return (f"{path.name} is not a valid ONNX model: its protobuf could not be parsed (a truncated or "

@@ -86,7 +86,7 @@ class SafeTensorsPlugin(FormatPlugin):
         from axon_pkg.convert import convert_to_onnx
 
         target = Path(options.cache_dir) / "converted" / _content_key(path, options.task)
-        if not (target / "model.onnx").is_file():
+        if not _converted(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             label = "/".join(path.parts[-2:])
             log.info("converting %s to ONNX (once: the result is cached in %s)", path, target)
@@ -98,7 +98,9 @@ class SafeTensorsPlugin(FormatPlugin):
                 log.warning("converting %s failed after %.1f s: %s", label, time.monotonic() - t0, result.reason)
                 raise UnprocessableModel(f"cannot serve {path.name}: conversion to ONNX failed: {result.reason}")
             log.info("converted %s to ONNX in %.1f s", label, time.monotonic() - t0)
-        model = OnnxPlugin().load(ModelSource(target / "model.onnx", "onnx"), options)
+        # one graph, or an encoder-decoder's several (the directory)
+        onnx_path = target / "model.onnx" if (target / "model.onnx").is_file() else target
+        model = OnnxPlugin().load(ModelSource(onnx_path, "onnx"), options)
         model.metadata = ModelMetadata(model.metadata.inputs, model.metadata.outputs, "onnxruntime_onnx",
                                        model.metadata.batchable,
                                        {**model.metadata.properties, "converted_from": "safetensors",
@@ -106,9 +108,15 @@ class SafeTensorsPlugin(FormatPlugin):
         return model
 
 
+def _converted(target: Path) -> bool:
+    from .onnx_graphs import seq2seq_graphs
+
+    return (target / "model.onnx").is_file() or seq2seq_graphs(target) is not None
+
+
 def _optimum_task(task: str | None) -> str | None:
-    """The optimum export task for a task override (decoders are exported with past key values)."""
+    """The optimum export task for a task override (generators are exported with past key values)."""
     from ..tasks import normalize_task
 
     pipeline = normalize_task(task) if task else None
-    return "text-generation-with-past" if pipeline == "text-generation" else pipeline
+    return pipeline + "-with-past" if pipeline in ("text-generation", "text2text-generation") else pipeline

@@ -26,6 +26,7 @@ FEATURE_EXTRACTION = "feature-extraction"
 TEXT_CLASSIFICATION = "text-classification"
 FILL_MASK_TASK = "fill-mask"
 TEXT_GENERATION = "text-generation"
+TEXT2TEXT_GENERATION = "text2text-generation"
 IMAGE_CLASSIFICATION = "image-classification"
 # the tasks attach knows (HF pipeline names) -> the smi task names the wrapper then serves
 TASKS = {
@@ -33,6 +34,7 @@ TASKS = {
     TEXT_CLASSIFICATION: frozenset({CLASSIFY}),
     FILL_MASK_TASK: frozenset({FILL_MASK}),
     TEXT_GENERATION: frozenset({GENERATE}),   # + CHAT when a chat template is known
+    TEXT2TEXT_GENERATION: frozenset({GENERATE}),  # encoder-decoders; + CHAT when the model has a template
     IMAGE_CLASSIFICATION: frozenset({CLASSIFY_IMAGE}),
 }
 _ALIASES = {
@@ -43,6 +45,8 @@ _ALIASES = {
     "fill-mask": FILL_MASK_TASK, "fill_mask": FILL_MASK_TASK,
     "text-generation": TEXT_GENERATION, "text-generation-with-past": TEXT_GENERATION,
     GENERATE: TEXT_GENERATION, CHAT: TEXT_GENERATION, "causal-lm": TEXT_GENERATION,
+    "text2text-generation": TEXT2TEXT_GENERATION, "text2text-generation-with-past": TEXT2TEXT_GENERATION,
+    "translation": TEXT2TEXT_GENERATION, "summarization": TEXT2TEXT_GENERATION, "seq2seq-lm": TEXT2TEXT_GENERATION,
     "image-classification": IMAGE_CLASSIFICATION, CLASSIFY_IMAGE: IMAGE_CLASSIFICATION,
     "classify_image": IMAGE_CLASSIFICATION,
 }
@@ -65,7 +69,8 @@ def normalize_task(task: str) -> str | None:
 def detect_task(model_dir: Path | str | None) -> str | None:
     """The task a package directory implies (an HF pipeline name), or None: sentence-transformers
     files -> feature-extraction; else config.json ``architectures``: *ForCausalLM / *LMHeadModel
-    -> text-generation, *ForSequenceClassification -> text-classification, *ForMaskedLM ->
+    -> text-generation, an encoder-decoder's *ForConditionalGeneration (or *MTModel) ->
+    text2text-generation, *ForSequenceClassification -> text-classification, *ForMaskedLM ->
     fill-mask, *ForImageClassification -> image-classification, a bare *Model -> feature-extraction.
     Text tasks need tokenizer.json, image ones preprocessor_config.json."""
     if model_dir is None:
@@ -84,6 +89,9 @@ def detect_task(model_dir: Path | str | None) -> str | None:
         return None
     if arch.endswith(("ForCausalLM", "LMHeadModel")) and not arch.endswith("WithLMHeadModel"):
         task = TEXT_GENERATION
+    elif config.get("is_encoder_decoder") and arch.endswith(("ForConditionalGeneration", "MTModel",
+                                                             "WithLMHeadModel")):
+        task = TEXT2TEXT_GENERATION
     elif arch.endswith("ForSequenceClassification"):
         task = TEXT_CLASSIFICATION
     elif arch.endswith("ForMaskedLM"):
@@ -148,6 +156,15 @@ class TaskModel(Model):
             return super().chat(messages, params, cancelled)
         return self._impl.chat(messages, params, cancelled)
 
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams,
+                       cancelled: Callable[[], bool] = lambda: False) -> list[GenerationChunk]:
+        if GENERATE not in self.tasks or not hasattr(self._impl, "generate_batch"):
+            return super().generate_batch(prompts, params, cancelled)
+        return self._impl.generate_batch(prompts, params, cancelled)
+
+    def graphs(self) -> Mapping[str, Model]:
+        return self.inner.graphs()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if EMBED not in self.tasks:
             return super().embed(texts)
@@ -200,6 +217,14 @@ def _build(model: Model, d: Path, task: str, chat_template: str | None) -> TaskM
     elif task == FILL_MASK_TASK:
         from .text import MaskFiller
         impl = MaskFiller(model, tok, config)
+    elif task == TEXT2TEXT_GENERATION:
+        from .generation import read_chat_template_file
+        from .seq2seq import Seq2SeqGenerator
+        impl = Seq2SeqGenerator(model, tok, config, read_json(d / "generation_config.json"), chat_template,
+                                read_chat_template_file(d))
+        # chat only where the model has a template: a translator is no chat model
+        tasks = TASKS[task] | ({CHAT} if impl.has_chat_template() else frozenset())
+        return TaskModel(model, task, impl, tok, frozenset(tasks))
     else:
         from .generation import Generator, read_chat_template_file
         impl = Generator(model, tok, config, chat_template, read_chat_template_file(d))

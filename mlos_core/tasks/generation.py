@@ -92,23 +92,8 @@ class Generator:
 
     def chat(self, messages: Sequence[Mapping[str, Any]], params: GenerationParams,
              cancelled: Callable[[], bool] = lambda: False) -> Iterator[GenerationChunk]:
-        from .. import chat as chatlib
-
-        messages = chatlib.validate_messages(messages)
-        template, _source = self.template()
-        text = chatlib.render(messages, template, bos_token=self.tok.bos_token or "",
-                              eos_token=self.tok.eos_token or "", add_generation_prompt=True)
-        # an end-of-turn marker ends the reply: as a token when the vocabulary has it, else as text
-        stop_ids, stop_texts = set(), []
-        for marker in chatlib.end_of_turn_markers(template):
-            tid = self.tok.token_id(marker)
-            if tid is not None:
-                stop_ids.add(tid)
-            else:
-                stop_texts.append(marker)
-        # the template writes the special tokens itself, as transformers' apply_chat_template
-        return self._start(self.tok.encode(text, add_special_tokens=False), params, cancelled,
-                           frozenset(stop_ids), tuple(stop_texts))
+        ids, stop_ids, stop_texts = chat_prompt(self.tok, self.template()[0], messages)
+        return self._start(ids, params, cancelled, stop_ids, stop_texts)
 
     def template(self) -> tuple[str, str]:
         """The chat template and where it came from (mlos_core.chat.select_template): the
@@ -123,19 +108,7 @@ class Generator:
                stop_ids: frozenset[int] = frozenset(), extra_stops: tuple[str, ...] = ()) -> Iterator[GenerationChunk]:
         """Check the request up front (so errors are raised at the call, not at the first chunk)."""
         p = params
-        if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int) or p.max_tokens < 1:
-            raise BadRequest(f"max_tokens must be a positive integer, not {p.max_tokens!r}")
-        if not (p.temperature >= 0):
-            raise BadRequest(f"temperature must be >= 0, not {p.temperature!r}")
-        if not (0 < p.top_p <= 1):
-            raise BadRequest(f"top_p must be in (0, 1], not {p.top_p!r}")
-        if isinstance(p.top_k, bool) or not isinstance(p.top_k, int) or p.top_k < 0:
-            raise BadRequest(f"top_k must be a non-negative integer, not {p.top_k!r}")
-        if not (p.repetition_penalty > 0):
-            raise BadRequest(f"repetition_penalty must be > 0, not {p.repetition_penalty!r}")
-        if isinstance(p.stop, str) or any(not isinstance(s, str) for s in (p.stop or ())):
-            raise BadRequest("stop must be a list of strings")
-        stops = tuple(s for s in tuple(p.stop or ()) + extra_stops if s)
+        stops = check_params(p, extra_stops)
         if not ids:
             if self.tok.bos_token_id is None:
                 raise BadRequest("the prompt is empty and the model has no beginning-of-sequence token")
@@ -170,14 +143,11 @@ class Generator:
         prompt_tokens = len(ids)
         rng = np.random.default_rng(p.seed)
         outputs = ["logits"] + list(self.past.values())
-        decoder = _IncrementalDecoder(self.tok)
-        text = ""          # the completion decoded so far
-        emitted = 0        # how much of it the client has
+        stream = TokenStream(self.tok, stops)
         generated: list[int] = []
         past: dict[str, np.ndarray] | None = None
         past_len = 0
         finish = "length"
-        stopped = False    # a stop string ended it: what follows the stop is never sent
         while len(generated) < p.max_tokens:
             if cancelled():
                 finish = "cancelled"
@@ -186,61 +156,127 @@ class Generator:
             if self.past:
                 past = {name: out[present] for name, present in self.past.items()}
                 past_len = len(ids)
-            token = self._choose(out["logits"][0, -1], ids, p, rng)
+            token = choose_token(out["logits"][0, -1], ids, p, rng)
             if token in eos:
                 finish = "stop"
                 break
             ids.append(token)
             generated.append(token)
-            text += decoder.add(token)
-            if stops:
-                cut = _find_stop(text, stops, emitted)
-                if cut is not None:
-                    text, finish, stopped = text[:cut], "stop", True
-                    break
-                safe = len(text) - _partial_stop(text, stops)
-            else:
-                safe = len(text)
-            if safe > emitted:
-                yield GenerationChunk(text[emitted:safe])
-                emitted = safe
-        if finish == "cancelled":
-            text = text[:emitted]
-        elif not stopped:
-            text += decoder.flush()
-            cut = _find_stop(text, stops, emitted) if stops else None
-            if cut is not None:
-                text, finish = text[:cut], "stop"
-        yield GenerationChunk(text[emitted:], finish_reason=finish,
-                              prompt_tokens=prompt_tokens, completion_tokens=len(generated))
+            piece = stream.push(token)
+            if stream.stopped:
+                finish = "stop"
+                break
+            if piece:
+                yield GenerationChunk(piece)
+        rest, finish = stream.finish(finish)
+        yield GenerationChunk(rest, finish_reason=finish, prompt_tokens=prompt_tokens,
+                              completion_tokens=len(generated), token_ids=generated)
 
-    @staticmethod
-    def _choose(logits: np.ndarray, ids: list[int], p: GenerationParams, rng: np.random.Generator) -> int:
-        """The next token: repetition penalty, then greedy or temperature / top-k / top-p sampling
-        (the order of the transformers logits processors)."""
-        scores = logits.astype(np.float64)
-        if p.repetition_penalty != 1.0 and ids:
-            seen = np.unique(np.asarray(ids, dtype=np.int64))
-            seen = seen[seen < scores.shape[0]]
-            s = scores[seen]
-            scores[seen] = np.where(s < 0, s * p.repetition_penalty, s / p.repetition_penalty)
-        if p.temperature == 0:
-            return int(np.argmax(scores))
-        scores = scores / p.temperature
-        if p.top_k and p.top_k < scores.shape[0]:
-            kth = np.partition(scores, -p.top_k)[-p.top_k]
-            scores = np.where(scores < kth, -np.inf, scores)
-        probs = np.exp(scores - scores.max())
+
+def chat_prompt(tok: TextTokenizer, template: str, messages: Sequence[Mapping[str, Any]]
+                ) -> tuple[list[int], frozenset[int], tuple[str, ...]]:
+    """The prompt token ids of a chat, and what ends the reply: the template's end-of-turn
+    markers, as token ids where the vocabulary has them, else as stop strings."""
+    from .. import chat as chatlib
+
+    messages = chatlib.validate_messages(messages)
+    text = chatlib.render(messages, template, bos_token=tok.bos_token or "",
+                          eos_token=tok.eos_token or "", add_generation_prompt=True)
+    stop_ids, stop_texts = set(), []
+    for marker in chatlib.end_of_turn_markers(template):
+        tid = tok.token_id(marker)
+        if tid is not None:
+            stop_ids.add(tid)
+        else:
+            stop_texts.append(marker)
+    # the template writes the special tokens itself, as transformers' apply_chat_template
+    return tok.encode(text, add_special_tokens=False), frozenset(stop_ids), tuple(stop_texts)
+
+
+def check_params(p: GenerationParams, extra_stops: Sequence[str] = ()) -> tuple[str, ...]:
+    """Refuse parameters no generator can honour; the stop strings to watch for."""
+    if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int) or p.max_tokens < 1:
+        raise BadRequest(f"max_tokens must be a positive integer, not {p.max_tokens!r}")
+    if not (p.temperature >= 0):
+        raise BadRequest(f"temperature must be >= 0, not {p.temperature!r}")
+    if not (0 < p.top_p <= 1):
+        raise BadRequest(f"top_p must be in (0, 1], not {p.top_p!r}")
+    if isinstance(p.top_k, bool) or not isinstance(p.top_k, int) or p.top_k < 0:
+        raise BadRequest(f"top_k must be a non-negative integer, not {p.top_k!r}")
+    if not (p.repetition_penalty > 0):
+        raise BadRequest(f"repetition_penalty must be > 0, not {p.repetition_penalty!r}")
+    if isinstance(p.stop, str) or any(not isinstance(s, str) for s in (p.stop or ())):
+        raise BadRequest("stop must be a list of strings")
+    return tuple(s for s in tuple(p.stop or ()) + tuple(extra_stops) if s)
+
+
+def choose_token(logits: np.ndarray, ids: list[int], p: GenerationParams, rng: np.random.Generator) -> int:
+    """The next token: repetition penalty, then greedy or temperature / top-k / top-p sampling
+    (the order of the transformers logits processors)."""
+    scores = logits.astype(np.float64)
+    if p.repetition_penalty != 1.0 and ids:
+        seen = np.unique(np.asarray(ids, dtype=np.int64))
+        seen = seen[seen < scores.shape[0]]
+        s = scores[seen]
+        scores[seen] = np.where(s < 0, s * p.repetition_penalty, s / p.repetition_penalty)
+    if p.temperature == 0:
+        return int(np.argmax(scores))
+    scores = scores / p.temperature
+    if p.top_k and p.top_k < scores.shape[0]:
+        kth = np.partition(scores, -p.top_k)[-p.top_k]
+        scores = np.where(scores < kth, -np.inf, scores)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    if p.top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cum = np.cumsum(probs[order])
+        keep = int(np.searchsorted(cum, p.top_p) + 1)   # the smallest set reaching top_p
+        mask = np.zeros_like(probs)
+        mask[order[:keep]] = 1.0
+        probs = probs * mask
         probs /= probs.sum()
-        if p.top_p < 1.0:
-            order = np.argsort(-probs, kind="stable")
-            cum = np.cumsum(probs[order])
-            keep = int(np.searchsorted(cum, p.top_p) + 1)   # the smallest set reaching top_p
-            mask = np.zeros_like(probs)
-            mask[order[:keep]] = 1.0
-            probs = probs * mask
-            probs /= probs.sum()
-        return int(rng.choice(probs.shape[0], p=probs))
+    return int(rng.choice(probs.shape[0], p=probs))
+
+
+class TokenStream:
+    """Generated token ids -> the text a client receives: decoded incrementally, cut at the
+    first stop string, and holding back an end of text that may be the start of one."""
+
+    def __init__(self, tok: TextTokenizer, stops: Sequence[str] = ()):
+        self.decoder = _IncrementalDecoder(tok)
+        self.stops = tuple(stops)
+        self.text = ""       # the completion decoded so far
+        self.emitted = 0     # how much of it the client has
+        self.stopped = False  # a stop string ended it: what follows the stop is never sent
+
+    def push(self, token: int) -> str:
+        """Add one token; the text that may be sent now ('' while held back or stopped)."""
+        self.text += self.decoder.add(token)
+        if self.stops:
+            cut = _find_stop(self.text, self.stops, self.emitted)
+            if cut is not None:
+                self.text, self.stopped = self.text[:cut], True
+                return ""
+            safe = len(self.text) - _partial_stop(self.text, self.stops)
+        else:
+            safe = len(self.text)
+        if safe <= self.emitted:
+            return ""
+        piece, self.emitted = self.text[self.emitted:safe], safe
+        return piece
+
+    def finish(self, reason: str) -> tuple[str, str]:
+        """The text not sent yet and the final finish reason. A cancelled generation ends with
+        what the client has; otherwise held-back text is flushed (and cut at a stop string)."""
+        if reason == "cancelled":
+            self.text = self.text[:self.emitted]
+        elif not self.stopped:
+            self.text += self.decoder.flush()
+            cut = _find_stop(self.text, self.stops, self.emitted) if self.stops else None
+            if cut is not None:
+                self.text, reason = self.text[:cut], "stop"
+        rest, self.emitted = self.text[self.emitted:], len(self.text)
+        return rest, reason
 
 
 class _IncrementalDecoder:

@@ -41,6 +41,22 @@ def test_onnx_before_safetensors_with_its_data_and_tokenizer():
     assert paths(sel) == ["config.json", "onnx/model.onnx", "onnx/model.onnx_data", "tokenizer.json"]
 
 
+def test_an_encoder_decoder_export_is_taken_whole():
+    # optimum's layout at the top (optimum/t5-small), merged decoder preferred, quantised variants left
+    files = repo("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx",
+                 "decoder_model_merged.onnx", "decoder_model_merged.onnx_data", "encoder_model_quantized.onnx",
+                 "config.json", "tokenizer.json", "model.safetensors")
+    sel = select_files(files)
+    assert sel.format == "onnx" and "encoder-decoder" in sel.note
+    assert paths(sel) == ["config.json", "decoder_model_merged.onnx", "decoder_model_merged.onnx_data",
+                          "encoder_model.onnx", "tokenizer.json"]
+    # split decoders only, under onnx/ (the transformers.js layout)
+    files = repo("onnx/encoder_model.onnx", "onnx/decoder_model.onnx", "onnx/decoder_with_past_model.onnx",
+                 "onnx/decoder_model_quantized.onnx", "config.json")
+    assert paths(select_files(files, fmt="onnx")) == ["config.json", "onnx/decoder_model.onnx",
+                                                      "onnx/decoder_with_past_model.onnx", "onnx/encoder_model.onnx"]
+
+
 def test_safetensors_without_pickles_or_other_frameworks():
     files = repo("model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "rust_model.ot",
                  "config.json", "vocab.txt", "1_Pooling/config.json", "onnx/model.onnx")
@@ -58,5 +74,8 @@ def test_only_pickles_is_refused_with_the_reason():
 
 
 def test_format_gguf_requested_but_absent():
-    with pytest.raises(SelectionError, match="no GGUF weights"):
-        select_files(repo("model.safetensors"), fmt="gguf")
+    with pytest.raises(SelectionError, match="no GGUF or SafeTensors to convert weights"):
+        select_files(repo("model.onnx", "config.json"), fmt="gguf")
+    # SafeTensors are taken to be converted (axon_pkg.gguf_convert)
+    sel = select_files(repo("model.safetensors", "config.json", "tokenizer.model", "model.onnx"), fmt="gguf")
+    assert sel.format == "safetensors" and paths(sel) == ["config.json", "model.safetensors", "tokenizer.model"]

@@ -14,7 +14,9 @@ import threading
 from pathlib import Path
 
 # the tokenizers live in the validator (its offline suite builds the same tiny models); one copy
+from validation.tiny_tokenizers import bart_tokenizer as _bart_tokenizer
 from validation.tiny_tokenizers import bpe_tokenizer as _bpe_tokenizer
+from validation.tiny_tokenizers import spm_tokenizer as _spm_tokenizer
 from validation.tiny_tokenizers import wordpiece_tokenizer as _wordpiece_tokenizer
 
 __all__ = ["minilm_files", "gemma_gguf", "tiny_model_files", "repo_with_pickles_and_variants",
@@ -75,7 +77,12 @@ def gemma_gguf() -> Path:
 
 # ---- tiny random-weight transformers models -------------------------------------------------------
 
-TINY_KINDS = ("bert", "bert-classifier", "gpt2", "vit")
+TINY_KINDS = ("bert", "bert-classifier", "gpt2", "vit", "t5", "bart", "llama", "qwen2")
+# Encoder-decoders at their default initialisation this small repeat one token from the first step
+# (greedy), which would make a token-for-token comparison vacuous: these scales give varied output.
+_T5_INIT_FACTOR = 10.0
+_BART_INIT_STD = 0.5
+
 
 def _build_tiny(kind: str, dest: Path) -> None:
     import torch
@@ -96,6 +103,30 @@ def _build_tiny(kind: str, dest: Path) -> None:
         config = tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64,
                                bos_token_id=eos, eos_token_id=eos)
         model = tf.GPT2LMHeadModel(config)
+    elif kind == "t5":
+        tokenizer = _wordpiece_tokenizer()
+        config = tf.T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                             num_decoder_layers=2, num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                             eos_token_id=1, initializer_factor=_T5_INIT_FACTOR)
+        model = tf.T5ForConditionalGeneration(config)
+    elif kind == "bart":
+        tokenizer = _bart_tokenizer()
+        # forced_bos_token_id as bart-large has it: the first generated token is forced
+        config = tf.BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2,
+                               encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                               decoder_ffn_dim=64, max_position_embeddings=128, init_std=_BART_INIT_STD,
+                               forced_bos_token_id=0)
+        model = tf.BartForConditionalGeneration(config)
+    elif kind in ("llama", "qwen2"):
+        # a SentencePiece vocabulary: what llama.cpp's GGUF converter reads for these architectures
+        tokenizer = _spm_tokenizer()
+        common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        if kind == "llama":
+            model = tf.LlamaForCausalLM(tf.LlamaConfig(**common))
+        else:
+            model = tf.Qwen2ForCausalLM(tf.Qwen2Config(**common, tie_word_embeddings=True))
     elif kind == "vit":
         labels = {0: "cat", 1: "dog", 2: "bird"}
         config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -116,7 +147,7 @@ def _build_tiny(kind: str, dest: Path) -> None:
 def tiny_model_files(kind: str, dest: Path | None = None) -> dict[str, Path]:
     """A tiny random-weight ``kind`` model (hidden 32, 2 layers, 2 heads, ~100-300 token vocab) with
     a fast tokenizer, saved with ``save_pretrained(safe_serialization=True)``. Built once per process
-    and copied to ``dest`` (if given). kinds: "bert", "bert-classifier", "gpt2"."""
+    and copied to ``dest`` (if given). kinds: TINY_KINDS."""
     with _lock:
         built = _tiny_cache.get(kind)
         if built is None:

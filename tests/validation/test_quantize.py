@@ -139,16 +139,16 @@ def test_the_runner_measures_each_variant_against_its_parent(quantised):
 
 
 def test_gguf_rows_of_the_offline_suite(tmp_path_factory, axon_cache):
-    """Q8_0 and Q4_K_M of an F16 GGUF LLM of the offline suite, made with llama.cpp and measured in a
-    run. The F16 parent must be converted from a transformers checkpoint (requantising the demo's
-    Q4_K_M measures nothing), so this waits for the suite's GGUF entries to be enabled."""
+    """Q8_0 and Q4_K_M of an F16 GGUF LLM of the offline suite, made with axon-py's quantiser
+    (llama.cpp's) and measured in a run. The F16 parent is converted from the tiny transformers
+    checkpoint by axon-py's GGUF converter (requantising the demo's Q4_K_M measures nothing)."""
     from validation.config import load_suite
 
     spec = next((m for m in load_suite("offline").models.values()
                  if m.format == "gguf" and m.enabled and (m.source or "").startswith("tiny:")), None)
     if spec is None:
-        pytest.skip("no F16 GGUF LLM is enabled in the offline suite: its tiny LLMs become GGUF only with a "
-                    "SafeTensors -> GGUF converter (validation/config/offline/models.yaml, *-gguf entries)")
+        pytest.skip("no F16 GGUF LLM is enabled in the offline suite (validation/config/offline/models.yaml, "
+                    "*-gguf entries)")
     out = tmp_path_factory.mktemp("gguf-quantised")
     outcome = run(RunOptions(suite="offline", models=[spec.name], mode="userspace", out_dir=out, repetitions=2,
                              progress=False, cache_dir=axon_cache, quantize=True, quantize_rounds=3))

@@ -51,7 +51,9 @@ def _parity(models: list[dict], many: bool) -> list[str]:
     for m in models:
         for p, ph in m["phases"].items():
             par = ph.get("parity") or {}
-            if par.get("passed") is False:
+            if par.get("passed") is False and par.get("measure"):
+                out.append(f"{label(m, many)}: {p} differs from {par.get('reference')}: {par['measure']}")
+            elif par.get("passed") is False:
                 out.append(f"{label(m, many)}: {p} differs from {par.get('reference')}: max |diff| "
                            f"{par.get('max_abs_diff')} > tolerance {par.get('tolerance')}")
     return out
