@@ -25,7 +25,7 @@ def gate_options(ap: argparse.ArgumentParser) -> None:
     d = baseline.Options()
     ap.add_argument("--threshold", type=float, default=d.threshold, metavar="FRACTION",
                     help=f"a significant latency change smaller than this is still 'unchanged' (default "
-                         f"{d.threshold}: {d.threshold:.0%})")
+                         f"{d.threshold}: {d.threshold * 100:.0f}%%)")  # argparse formats help with %
     ap.add_argument("--level", type=float, default=d.level, help=f"bootstrap interval level (default {d.level})")
     ap.add_argument("--min-token-agreement", type=float, default=d.min_token_agreement, metavar="FRACTION",
                     help="greedy generations agreeing on less than this share of tokens are a regression "

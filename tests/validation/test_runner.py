@@ -112,3 +112,11 @@ def test_the_rows_of_the_other_repositories_pass_with_parity_against_their_frame
     assert by_name["torchvision-squeezenet"].phases["inference_small"].parity.reference == "torchvision"
     assert by_name["tfhub-tiny-cnn"].phases["inference_small"].parity.reference == "tensorflow"
     assert by_name["modelscope-bert"].phases["inference_small"].parity.reference == "pytorch"
+
+
+@pytest.mark.parametrize("command", ["run", "report", "compare", "history"])
+def test_every_command_prints_its_help(command):
+    proc = subprocess.run([sys.executable, "-m", "validation", command, "--help"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stdout.startswith("usage:") and "--help" in proc.stdout
