@@ -64,7 +64,9 @@ async def _register(plane, model_id: str, path: Path | None, why_missing: str, *
         log.warning("demo: %s not registered: %s", model_id, why_missing)
         return
     try:
-        await plane.register(RegisterSpec(model_id, str(path), **fields))
+        # the server's own models, chosen by its operator with --demo: the model roots bound what a
+        # client may name, and these live in the server's environment (site-packages), outside them
+        await plane.registry.register(RegisterSpec(model_id, str(path), **fields))
         log.info("demo: %s registered from %s", model_id, path)
     except MLOSError as e:
         log.error("demo: %s not registered: %s", model_id, e.message)

@@ -135,8 +135,9 @@ def http(method: str, url: str, body=None, headers: dict | None = None, raw: byt
 
 class CoreProcess:
     def __init__(self, data_dir: Path, *args: str, env: dict | None = None, port: int | None = None,
-                 port_flag: bool = True, grpc: bool = False):
-        """``port_flag=False`` passes no ``--port``: the port then comes from the config file or
+                 port_flag: bool = True, grpc: bool = False, harness_roots: bool = True):
+        """``harness_roots=False`` leaves out the harness's model roots (temp dir, venv, checkout, home):
+        the core then has only the roots ``args`` give, or its defaults. ``port_flag=False`` passes no ``--port``: the port then comes from the config file or
         the environment, and ``port`` says where to expect the server. ``grpc=True`` serves gRPC
         on a free port of its own (``grpc_url``); otherwise gRPC is off unless ``args`` set it
         (never the shared default 8001)."""
@@ -147,6 +148,7 @@ class CoreProcess:
         self.port_flag = port_flag
         self.url = f"http://127.0.0.1:{self.port}"
         given = any(a in ("--no-grpc", "--grpc-port") or a.startswith("--grpc-port=") for a in args)
+        self.harness_roots = harness_roots
         self.grpc_port = free_port() if grpc and not given else None
         self.grpc_url = f"127.0.0.1:{self.grpc_port}" if self.grpc_port else None
         self._grpc_args = ["--grpc-port", str(self.grpc_port)] if self.grpc_port else [] if given else ["--no-grpc"]
@@ -157,7 +159,8 @@ class CoreProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         port_args = ["--port", str(self.port)] if self.port_flag else []
         cmd = [sys.executable, "-m", "mlos_core", *port_args, *self._grpc_args, "--data-dir", str(self.data_dir),
-               "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc", *model_root_args(), *self.args]
+               "--models-dir", str(self.data_dir.parent / "repo"), "--no-ipc",
+               *(model_root_args() if self.harness_roots else []), *self.args]
         self._logf = open(self.log, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout
@@ -191,9 +194,9 @@ def core_process(tmp_path):
     started: list[CoreProcess] = []
 
     def start(*args: str, data_dir: Path | None = None, env: dict | None = None, port: int | None = None,
-              port_flag: bool = True, grpc: bool = False) -> CoreProcess:
+              port_flag: bool = True, grpc: bool = False, harness_roots: bool = True) -> CoreProcess:
         proc = CoreProcess(data_dir or tmp_path / "data", *args, env=env, port=port, port_flag=port_flag,
-                           grpc=grpc).start()
+                           grpc=grpc, harness_roots=harness_roots).start()
         started.append(proc)
         return proc
 

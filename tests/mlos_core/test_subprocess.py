@@ -1,6 +1,7 @@
 """The real server: ``python -m mlos_core`` in a subprocess, spoken to over a socket."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -109,11 +110,18 @@ def test_restart_keeps_registry(core_process, models, tmp_path):
     assert status == 200 and body["state"] == "ready"
 
 
-def test_demo_registers_silero(core_process, silero):
-    core = core_process("--demo")
+def test_demo_registers_silero(core_process, silero, tmp_path):
+    """The demo's models live in the server's environment (site-packages), which need not lie under
+    the model roots (a checkout under /tmp, as CI's): the demo registers them all the same, while a
+    client naming the same file is refused."""
+    only = tmp_path / "only-root"
+    only.mkdir()
+    core = core_process("--demo", "--model-root", str(only), harness_roots=False)
     status, _, body = core.call("GET", "/models")
     assert status == 200
     assert VAD in {m["id"] for m in body["models"]}
+    status, _, body = core.call("POST", "/v1/models/register", {"model_id": "client/vad@1", "path": str(silero)})
+    assert status == 403 and "outside the model roots" in json.dumps(body), body
     status, _, meta = core.call("GET", f"/v2/models/{q(VAD)}")
     assert status == 200, meta
     assert {t["name"]: t["datatype"] for t in meta["inputs"]} == {"input": "FP32", "state": "FP32", "sr": "INT64"}
