@@ -131,5 +131,6 @@ def test_slo_filtering(tune_models, tmp_path):
     best = doc["best"]
     assert best["feasible"] is True and best["slo"]["min_throughput"]["met"] is True
     assert best["concurrency"] == 32
-    # the infeasible one had the better latency: the SLO, not the objective, ruled it out
-    assert capped["metrics"]["latency_p50_ms"]["value"] < best["metrics"]["latency_p50_ms"]["value"]
+    # the SLO ruled it out, whatever its latency (on a quiet machine the batched concurrency-32 run
+    # is about as fast as one client, so comparing the two latencies would test the machine)
+    assert capped["decision"] == "kept the incumbent: this configuration misses an SLO", capped["decision"]
