@@ -138,9 +138,9 @@ class CoreProcess:
                  port_flag: bool = True, grpc: bool = False, harness_roots: bool = True):
         """``harness_roots=False`` leaves out the harness's model roots (temp dir, venv, checkout, home):
         the core then has only the roots ``args`` give, or its defaults. ``port_flag=False`` passes
-        no ``--port``: the port then comes from the config file or the environment, and ``port`` says where to expect the server. ``grpc=True`` serves gRPC
-        on a free port of its own (``grpc_url``); otherwise gRPC is off unless ``args`` set it
-        (never the shared default 8001)."""
+        no ``--port``: the port then comes from the config file or the environment, and ``port``
+        says where to expect the server. ``grpc=True`` serves gRPC on a free port of its own
+        (``grpc_url``); otherwise gRPC is off unless ``args`` set it (never the shared default 8001)."""
         self.data_dir = data_dir
         self.args = args
         self.env = env or {}
